@@ -1,0 +1,37 @@
+# `make book`  — create/update .venv from pyproject.toml, execute every notebook with the default profile
+#               (only those whose inputs changed), build the HTML book into _build/html.
+# `make test`  — unit tests, every notebook executed with the smoke profile, the smoke book built with warnings
+#               as errors.
+PROFILE ?= default
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+JOBS    ?= 2
+STAMP   := $(VENV)/.installed
+
+.PHONY: book test unit venv bench clean clean-cache
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m oodlib book --profile $(PROFILE) --jobs $(JOBS)
+
+unit: $(STAMP)
+	$(PY) -m pytest -m "not notebook and not book" -q
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+bench: $(STAMP)
+	$(PY) -m oodlib.bench
+
+clean:
+	rm -rf _build results runs
+
+clean-cache:
+	rm -rf .cache

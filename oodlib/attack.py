@@ -1,0 +1,318 @@
+"""The OOD attack on a neural-network encoder (Algorithm 1 of Liang et al., Section 2.1).
+
+Given in-distribution images ``x_in`` and out-of-distribution start images ``x'_out``, search inside the
+ε-ball around ``x'_out`` for ``x_out`` with ``f(x_out) ≈ f(x_in)`` by minimising
+
+    J(x_out) = || f(x_out) - f(x_in) ||²                                   (Algorithm 1, line 3)
+
+``f`` is any differentiable map from images to a tensor: encoder features, logits, a detector's score, an NLL.
+
+By default (``update="adamax"``) this reproduces the authors' public implementation, which differs from the
+printed algorithm (see ``shared/reference/attack.md``): the per-sample normalised gradient is handed as the
+gradient of the perturbation δ to ``torch.optim.Adamax(lr=step_size)``; δ is then projected onto the ε-ball and
+``x = clamp(x'_out + δ, 0, 1)``. With Adamax the per-pixel step is ≈ ``step_size`` whatever the gradient's
+scale, so the iterate moves far faster than the printed rule ``x ← clip(x − α·h(J'))`` (``update="printed"``),
+which moves exactly α in the attack norm per iteration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .metrics import mape_tensor as _mape
+from .models import resolve_device
+
+NORMS = ("l2", "linf")
+UPDATES = ("adamax", "printed")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass
+class AttackResult:
+    """What :func:`ood_attack` returns.
+
+    Attributes
+    ----------
+    x : attacked images, the shape of the (broadcast) start images, on the start images' device.
+    loss, mape : final per-sample squared error ``||f(x) - z_in||²`` and MAPE (Section 3), shape (N,).
+    loss_history, mape_history : (T, N) per-sample values at the recorded iterations ``iterations`` (T,);
+        the value at iteration t is that of the iterate *before* update t.
+    steps_run : iterations actually run (fewer than ``steps`` after an early stop; the largest over batches
+        and restarts).
+    z_target : the detached targets f(x_in), shape (N, ...).
+    """
+
+    x: Tensor
+    loss: Tensor
+    mape: Tensor
+    loss_history: Tensor
+    mape_history: Tensor
+    iterations: Tensor
+    steps_run: int
+    z_target: Tensor
+    params: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module | None) -> Iterator[None]:
+    """Put ``module`` in eval mode with parameters not requiring grad; restore both afterwards."""
+    if module is None:
+        yield
+        return
+    was_training = module.training
+    flags = [p.requires_grad for p in module.parameters()]
+    try:
+        module.eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+        module.train(was_training)
+
+
+def owning_module(f: Callable) -> nn.Module | None:
+    """The ``nn.Module`` behind ``f``: ``f`` itself, or the object of a bound method (``model.features``)."""
+    if isinstance(f, nn.Module):
+        return f
+    owner = getattr(f, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def random_start(x0: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:
+    """Algorithm 1, lines 1–2, as the authors implement them: ξ uniform in [-ε, ε]; for L2 each sample's ξ is
+    rescaled to norm exactly ε (a random point on the ε-sphere); returns ``clamp(x0 + ξ, 0, 1)``."""
+    noise = (torch.rand(x0.shape, generator=generator, dtype=torch.float32) * 2 - 1) * eps
+    if norm == "l2":
+        flat = noise.flatten(1)
+        noise = (flat * (eps / flat.norm(dim=1, keepdim=True).clamp_min(1e-12))).view_as(noise)
+    return (x0 + noise.to(x0.device)).clamp(0, 1)
+
+
+def normalise_gradient(g: Tensor, norm: str) -> Tensor:
+    """h(J') of Algorithm 1: the per-sample L2-normalised gradient (floor 1e-12) or its sign (L∞)."""
+    if norm == "linf":
+        return g.sign()
+    flat = g.flatten(1)
+    return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(g)
+
+
+def project(delta: Tensor, eps: float, norm: str) -> Tensor:
+    """Project each sample's perturbation onto the ε-ball, in place: L2 rescales rows whose norm exceeds ε, L∞
+    clamps to ±ε."""
+    if norm == "linf":
+        return delta.clamp_(-eps, eps)
+    flat = delta.view(delta.shape[0], -1)
+    scale = (eps / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+    flat.mul_(scale)
+    return delta
+
+
+def schedule_factor(schedule: str, iteration: int, steps: int, floor: float = 0.01) -> float:
+    """Multiplier of the step size at ``iteration``: 1 for ``"constant"``; a cosine decay from 1 to ``floor``
+    for ``"cosine"``."""
+    if schedule == "constant":
+        return 1.0
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * iteration / max(steps, 1)))
+
+
+def _check_inputs(x_in: Tensor | None, z_in: Tensor | None, x_ood: Tensor, eps: float, steps: int,
+                  norm: str, update: str, schedule: str, restarts: int, batch_size: int,
+                  module: nn.Module | None) -> None:
+    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
+    for name, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
+        if not (isinstance(value, int) and value > 0):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name, value, valid in (("norm", norm, NORMS), ("update", update, UPDATES),
+                               ("schedule", schedule, SCHEDULES)):
+        if value not in valid:
+            raise ValueError(f"unknown {name} {value!r}; valid choices: {', '.join(valid)}")
+    if (x_in is None) == (z_in is None):
+        raise ValueError("give exactly one of x_in (images whose f(x_in) is matched) or z_in (the targets)")
+    images = [("x_ood", x_ood)] + ([("x_in", x_in)] if x_in is not None else [])
+    for name, x in images:
+        if x.dim() != 4:
+            raise ValueError(f"{name} must be an NCHW image batch, got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise ValueError(f"{name} must hold finite values in [0, 1] (got min {x.min().item():.3g}, "
+                             f"max {x.max().item():.3g})")
+        expected = getattr(module, "in_channels", None)
+        if expected is not None and x.shape[1] != expected:
+            raise ValueError(f"{name} has {x.shape[1]} channels but the model takes {expected}")
+    n_target = (x_in if x_in is not None else z_in).shape[0]
+    if x_ood.shape[0] not in (1, n_target):
+        raise ValueError(f"x_ood must hold 1 start image or one per target ({n_target}), got {x_ood.shape[0]}")
+    if x_in is not None and x_in.shape[1:] != x_ood.shape[1:]:
+        raise ValueError(f"x_in images {tuple(x_in.shape[1:])} and x_ood images {tuple(x_ood.shape[1:])} differ")
+
+
+def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor, *, eps: float, steps: int,
+               norm: str = "l2", step_size: float | None = None, update: str = "adamax",
+               schedule: str = "constant", restarts: int = 1, keep_best: bool = False, tol: float | None = None,
+               check_every: int = 10, batch_size: int = 256, record_every: int | None = None,
+               z_in: Tensor | None = None, device: str | torch.device = "auto", seed: int = 0,
+               progress: bool = False) -> AttackResult:
+    """Algorithm 1: make OOD images whose ``f`` matches that of in-distribution images.
+
+    Parameters
+    ----------
+    f : differentiable map from images (N, C, H, W) in [0, 1] to a tensor (N, ...). If ``f`` is an
+        ``nn.Module`` or a bound method of one (``model.features``), the module is put in eval mode with frozen
+        parameters for the attack and restored afterwards.
+    x_in : in-distribution images (N, C, H, W); their ``f(x_in)`` (detached) are the targets. Or pass ``z_in``.
+    x_ood : start images x'_out, (N, C, H, W) or one image (1, C, H, W) used for every target.
+    eps : radius of the ball around x'_out (L2 or L∞, in [0, 1] pixel units).
+    steps : iterations N of Algorithm 1.
+    norm : ``"l2"`` (all of the paper's experiments) or ``"linf"``.
+    step_size : α; default ε/100 as in the paper (Appendix A).
+    update : ``"adamax"`` — the authors' implementation (default); ``"printed"`` — the printed rule
+        ``x ← clip(x − α·h(J'))``.
+    schedule : ``"constant"`` (authors) or ``"cosine"`` decay of the step size to 1% over ``steps``.
+    restarts : independent random starts; each sample keeps its best (lowest-loss) result.
+    keep_best : return each sample's best iterate within a run instead of the last one (authors: last).
+    tol : stop early once every sample's MAPE is ≤ ``tol`` (checked every ``check_every`` iterations).
+    batch_size : at most this many samples are attacked at once (memory bound); results do not depend on it.
+    record_every : history stride; default keeps at most ~1000 records.
+    device : ``"auto"`` → the module's device if ``f`` has one, else CUDA when available, else CPU.
+    seed : seeds the random start (``seed + restart``), so a run is reproducible.
+    """
+    module = owning_module(f)
+    _check_inputs(x_in, z_in, x_ood, eps, steps, norm, update, schedule, restarts, batch_size, module)
+    if device == "auto" and module is not None and any(True for _ in module.parameters()):
+        dev = next(module.parameters()).device
+    else:
+        dev = resolve_device(device)
+    alpha = eps / 100 if step_size is None else step_size
+    stride = record_every or max(1, math.ceil(steps / 1000))
+    out_device = x_ood.device
+    with frozen(module):
+        with torch.no_grad():
+            targets = (z_in if z_in is not None else _batched(f, x_in, batch_size, dev)).detach().to(dev)
+        n = targets.shape[0]
+        x0_all = x_ood.expand(n, *x_ood.shape[1:]) if x_ood.shape[0] == 1 else x_ood
+        best: AttackResult | None = None
+        for restart in range(restarts):
+            gen = torch.Generator().manual_seed(seed + restart)
+            starts = random_start(x0_all.detach().cpu().float(), eps, norm, gen)
+            run = _attack_batches(f, targets, x0_all, starts, eps=eps, steps=steps, norm=norm, alpha=alpha,
+                                  update=update, schedule=schedule, keep_best=keep_best, tol=tol,
+                                  check_every=check_every, batch_size=batch_size, stride=stride, dev=dev,
+                                  progress=progress)
+            best = run if best is None else _keep_better(best, run)
+    assert best is not None
+    best.x = best.x.to(out_device)
+    best.z_target = targets.to(out_device)
+    best.params = dict(eps=eps, steps=steps, norm=norm, step_size=alpha, update=update, schedule=schedule,
+                       restarts=restarts, keep_best=keep_best, tol=tol, seed=seed)
+    return best
+
+
+def _batched(f: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, dev: torch.device) -> Tensor:
+    return torch.cat([f(x[i:i + batch_size].to(dev)) for i in range(0, x.shape[0], batch_size)])
+
+
+def _keep_better(a: AttackResult, b: AttackResult) -> AttackResult:
+    """Per sample, the result with the lower final loss (restarts keep each sample's best)."""
+    take_b = b.loss < a.loss
+    mask = take_b.view(-1, *([1] * (a.x.dim() - 1)))
+    return AttackResult(x=torch.where(mask, b.x, a.x), loss=torch.where(take_b, b.loss, a.loss),
+                        mape=torch.where(take_b, b.mape, a.mape),
+                        loss_history=torch.where(take_b, b.loss_history, a.loss_history),
+                        mape_history=torch.where(take_b, b.mape_history, a.mape_history),
+                        iterations=a.iterations, steps_run=max(a.steps_run, b.steps_run), z_target=a.z_target)
+
+
+def _attack_batches(f, targets, x0_all, starts, *, batch_size, stride, steps, progress, **kw) -> AttackResult:
+    n_records = math.ceil(steps / stride)
+    n = targets.shape[0]
+    loss_hist = torch.full((n_records, n), float("nan"))
+    mape_hist = torch.full((n_records, n), float("nan"))
+    xs, losses, mapes, steps_run = [], [], [], 0
+    chunks = range(0, n, batch_size)
+    for i in _progress(chunks, progress, "OOD attack (batches)"):
+        sl = slice(i, i + batch_size)
+        x, loss, mp, lh, mh, ran = _attack_one_batch(f, targets[sl], x0_all[sl], starts[sl], steps=steps,
+                                                     stride=stride, **kw)
+        xs.append(x)
+        losses.append(loss)
+        mapes.append(mp)
+        loss_hist[:, sl], mape_hist[:, sl] = lh, mh
+        steps_run = max(steps_run, ran)
+    iterations = torch.arange(0, n_records * stride, stride)
+    return AttackResult(x=torch.cat(xs), loss=torch.cat(losses), mape=torch.cat(mapes), loss_history=loss_hist,
+                        mape_history=mape_hist, iterations=iterations, steps_run=steps_run, z_target=targets)
+
+
+def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update, schedule, keep_best, tol,
+                      check_every, stride, dev):
+    """The inner loop of Algorithm 1 for one batch; returns CPU tensors."""
+    x0 = x0.to(dev, torch.float32)
+    x = start.to(dev)
+    delta = (x - x0).detach().requires_grad_(update == "adamax")
+    optimizer = torch.optim.Adamax([delta], lr=alpha) if update == "adamax" else None
+    n_records = math.ceil(steps / stride)
+    loss_hist = torch.full((n_records, x.shape[0]), float("nan"), device=dev)
+    mape_hist = torch.full_like(loss_hist, float("nan"))
+    best_x, best_loss = x.clone(), torch.full((x.shape[0],), float("inf"), device=dev)
+    ran = 0
+    for t in range(steps):
+        x.requires_grad_(True)
+        z = f(x)
+        per_sample = (z - z_target).pow(2).flatten(1).sum(1)
+        (grad,) = torch.autograd.grad(per_sample.sum(), x)
+        x = x.detach()
+        ran = t + 1
+        with torch.no_grad():
+            current_mape = _mape(z.detach(), z_target)
+            if t % stride == 0:
+                loss_hist[t // stride] = per_sample.detach()
+                mape_hist[t // stride] = current_mape
+            if keep_best:
+                improved = per_sample.detach() < best_loss
+                best_loss = torch.where(improved, per_sample.detach(), best_loss)
+                best_x[improved] = x[improved]
+            if tol is not None and t % check_every == 0 and bool((current_mape <= tol).all()):
+                ran = t
+                break
+            lr = alpha * schedule_factor(schedule, t, steps)
+            h = normalise_gradient(grad, norm)
+            if optimizer is not None:
+                optimizer.param_groups[0]["lr"] = lr
+                delta.grad = h
+                optimizer.step()
+            else:
+                delta.sub_(lr * h)
+            project(delta, eps, norm)
+            x = (x0 + delta).clamp_(0, 1)
+            delta.copy_(x - x0)
+    with torch.no_grad():
+        z = f(x)
+        final_loss = (z - z_target).pow(2).flatten(1).sum(1)
+        if keep_best:
+            improved = final_loss < best_loss
+            best_loss = torch.where(improved, final_loss, best_loss)
+            best_x[improved] = x[improved]
+            x = best_x
+            z = f(x)
+            final_loss = (z - z_target).pow(2).flatten(1).sum(1)
+        final_mape = _mape(z, z_target)
+    return (x.cpu(), final_loss.cpu(), final_mape.cpu(), loss_hist.cpu(), mape_hist.cpu(), ran)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False)

@@ -1,0 +1,82 @@
+"""OOD detectors, one class per method, each citing the paper it implements.
+
+Conventions (``shared/reference/detectors.md``):
+
+- ``score(x)`` is an **in-score** — higher means more in-distribution. A method defined with an OOD score is
+  negated here, and its docstring says so.
+- ``score`` is differentiable with respect to the input images, so any detector's score can itself be the
+  attack's target ``f(x)`` (Algorithm 1 accepts any differentiable map).
+- ``fit(x, y)`` computes whatever statistics the method needs from in-distribution training data and returns
+  ``self``; methods that need none accept and ignore the data.
+
+Detectors are ``nn.Module`` s wrapping a classifier (:class:`oodlib.models.Classifier`), so the attack can put
+them in eval mode and freeze their parameters.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from torch import Tensor, nn
+
+DETECTORS: dict[str, type["Detector"]] = {}
+
+
+def register_detector(cls: type["Detector"]) -> type["Detector"]:
+    """Class decorator adding a detector to :data:`DETECTORS` under its ``name``."""
+    DETECTORS[cls.name] = cls
+    return cls
+
+
+class Detector(nn.Module, abc.ABC):
+    """Base class: ``fit`` (optional statistics), ``score`` (in-score, differentiable), ``forward = score``."""
+
+    name: str = ""
+    paper: str = ""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def fit(self, x: Tensor | None = None, y: Tensor | None = None) -> "Detector":
+        """Fit the detector's statistics on in-distribution training data; the base class needs none."""
+        return self
+
+    @abc.abstractmethod
+    def score(self, x: Tensor) -> Tensor:
+        """In-score of each image, shape (N,), differentiable in ``x``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.score(x)
+
+    @torch.no_grad()
+    def score_batched(self, x: Tensor, batch_size: int = 512) -> Tensor:
+        """Scores of many images without building a graph, on the model's device; returned on the CPU."""
+        device = next(self.model.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = torch.cat([self.score(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+        self.train(was_training)
+        return out
+
+
+@register_detector
+class MSP(Detector):
+    """Maximum softmax probability — Hendrycks & Gimpel (2017), *A Baseline for Detecting Misclassified and
+    Out-of-Distribution Examples in Neural Networks*. In-score ``max_c softmax(f(x))_c``; the detector of the
+    attack paper's Table 1."""
+
+    name = "msp"
+    paper = "Hendrycks & Gimpel, ICLR 2017"
+
+    def score(self, x: Tensor) -> Tensor:
+        return torch.softmax(self.model(x), dim=1).amax(dim=1)
+
+
+def make_detector(name: str, model: nn.Module, **options) -> Detector:
+    """Construct a registered detector by name, e.g. ``make_detector("msp", model)``."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; valid choices: {', '.join(sorted(DETECTORS))}")
+    return DETECTORS[name](model, **options)
+

@@ -1,0 +1,129 @@
+"""What a notebook reports: results rows (the paper's number beside ours), numbered tables, glued values and
+figures, and the banner that states the page's profile and parameters.
+
+Rows are written by :meth:`Results.save` to the file the runner names in ``$OODLIB_ROWS``; the runner adds the
+provenance (profile, effective parameters, run time) and writes ``results/<profile>/<notebook>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+ROWS_ENV = "OODLIB_ROWS"
+
+
+@dataclass
+class Row:
+    """One number the chapter compares with the paper. ``item`` names the paper's own numbering
+    ("Table 1: ResNet-18, CT start"); ``paper`` is None where the paper gives no number."""
+
+    item: str
+    metric: str
+    measured: float | None
+    paper: float | None = None
+    note: str = ""
+
+
+def as_float(value: Any) -> float | None:
+    """A plain Python float (NumPy/torch scalars converted), None for None; NaN stays NaN."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    return float(value)
+
+
+class Results:
+    """The rows of one chapter."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def add(self, item: str, metric: str, measured: Any, paper: Any = None, note: str = "") -> Row:
+        row = Row(item, metric, as_float(measured), as_float(paper), note)
+        self.rows.append(row)
+        return row
+
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the rows as JSON to ``path``, ``$OODLIB_ROWS`` (set by the runner), or
+        ``results/interactive/rows.json`` when run by hand."""
+        target = Path(path or os.environ.get(ROWS_ENV) or Path("results") / "interactive" / "rows.json")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps([_jsonable(asdict(r)) for r in self.rows], indent=2))
+        return target
+
+    def table(self, caption: str, name: str, digits: int = 3) -> "Markdown":
+        """The rows as a numbered MyST table (paper beside measured)."""
+        body = [[r.item, r.metric, _fmt(r.paper, digits), _fmt(r.measured, digits), r.note] for r in self.rows]
+        return markdown_table(["item", "metric", "paper", "measured", "note"], body, caption=caption, name=name)
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    value = float(value)
+    if math.isnan(value):
+        return "n/a"
+    if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e5):
+        return f"{value:.{digits}g}" if abs(value) >= 1e5 else f"{value:.2e}"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str, name: str,
+                   digits: int = 3) -> "Markdown":
+    """A MyST ``list-table`` with ``:name:`` — numbered as a *Table* and cross-referencable with
+    ``{numref}`name```. Numbers are formatted with ``digits`` decimals."""
+    from IPython.display import Markdown
+
+    lines = [f"```{{list-table}} {caption}", ":header-rows: 1", f":name: {name}", ""]
+    for i, row in enumerate([list(header), *[list(r) for r in rows]]):
+        cells = [_fmt(c, digits) if not isinstance(c, str) else c for c in row]
+        lines.append(f"* - {cells[0] if cells[0] != '' else ' '}")
+        lines += [f"  - {c if c != '' else ' '}" for c in cells[1:]]
+    lines.append("```")
+    return Markdown("\n".join(lines))
+
+
+def glue_value(key: str, value: Any) -> Any:
+    """Glue a number for ``{glue:text}`` use (NumPy/torch scalars become Python floats), without displaying."""
+    from myst_nb import glue
+
+    if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "item"):
+        value = as_float(value)
+    glue(key, value, display=False)
+    return value
+
+
+def glue_figure(key: str, fig) -> None:
+    """Glue a matplotlib figure for ``{glue:figure}`` and close it (so it is not shown twice)."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue
+
+    glue(key, fig, display=False)
+    plt.close(fig)
+
+
+def profile_banner(profile: str, params: dict[str, Any], departures: str = "") -> "Markdown":
+    """A note at the top of a page: which profile built it, with which parameters, and how it departs from the
+    paper's setting."""
+    from IPython.display import Markdown
+
+    shown = ", ".join(f"`{k}={v!r}`" for k, v in params.items() if k != "profile")
+    text = [f":::{{note}} Built with the **{profile}** profile.", f"Parameters: {shown}."]
+    if departures:
+        text.append(departures)
+    text.append(":::")
+    return Markdown("\n\n".join(text))

@@ -1,0 +1,148 @@
+"""Algorithm 1 (oodlib.attack): constraints, convergence, restoration of the model's state, determinism."""
+
+import pytest
+import torch
+from torch import nn
+
+from oodlib.attack import normalise_gradient, ood_attack, project, random_start
+from oodlib.models import SmallCNN
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    torch.manual_seed(0)
+    return SmallCNN(in_channels=1, image_size=12, num_classes=5, width=4, latent_dim=8).eval()
+
+
+def _images(n, seed, size=12):
+    return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("update", ["adamax", "printed"])
+def test_stays_in_ball_and_in_unit_range(cnn, norm, update):
+    x_in, x_ood = _images(6, 1), _images(6, 2)
+    eps = 1.5 if norm == "l2" else 0.1
+    res = ood_attack(cnn.features, x_in, x_ood, eps=eps, steps=15, norm=norm, update=update, step_size=eps / 5,
+                     restarts=2, keep_best=True)
+    diff = (res.x - x_ood).flatten(1)
+    dist = diff.norm(dim=1) if norm == "l2" else diff.abs().amax(dim=1)
+    assert res.x.shape == x_ood.shape
+    assert (dist <= eps * (1 + 1e-5)).all()
+    assert res.x.min() >= 0 and res.x.max() <= 1
+
+
+def test_single_start_image_is_broadcast(cnn):
+    x_in, x_ood = _images(4, 1), _images(1, 2)
+    res = ood_attack(cnn.features, x_in, x_ood, eps=1.0, steps=5)
+    assert res.x.shape == (4, 1, 12, 12)
+    assert ((res.x - x_ood).flatten(1).norm(dim=1) <= 1.0 + 1e-5).all()
+
+
+def test_loss_falls(cnn):
+    x_in, x_ood = _images(8, 3), _images(8, 4)
+    res = ood_attack(cnn.features, x_in, x_ood, eps=3.0, steps=60)
+    assert res.loss_history.shape == (60, 8)
+    assert res.loss.mean() < 0.2 * res.loss_history[0].mean()
+    assert res.mape.shape == (8,)
+
+
+def test_linear_encoder_mape_reaches_zero():
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(144, 6))
+    x_in, x_ood = _images(5, 5), _images(5, 6) * 0.2 + 0.4  # start away from the box edges
+    res = ood_attack(encoder, x_in, x_ood, eps=4.0, steps=400, schedule="cosine")
+    assert res.mape.max() < 1e-3
+
+
+def test_restores_mode_and_requires_grad_flags():
+    model = SmallCNN(in_channels=1, image_size=12, num_classes=5, width=4, latent_dim=8)
+    model.train()
+    model.head.weight.requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    ood_attack(model.features, _images(2, 1), _images(2, 2), eps=1.0, steps=3)
+    assert model.training
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_batch_size_does_not_change_results(cnn):
+    x_in, x_ood = _images(7, 7), _images(7, 8)
+    a = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=10, batch_size=3)
+    b = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=10, batch_size=64)
+    torch.testing.assert_close(a.x, b.x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.mape, b.mape, atol=1e-5, rtol=1e-4)
+
+
+def test_seeded_runs_are_identical_and_seeds_differ(cnn):
+    x_in, x_ood = _images(3, 9), _images(3, 10)
+    a = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=5, seed=3)
+    b = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=5, seed=3)
+    c = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=5, seed=4)
+    assert torch.equal(a.x, b.x)
+    assert not torch.equal(a.x, c.x)
+
+
+def test_target_given_as_z_in(cnn):
+    x_in, x_ood = _images(3, 11), _images(3, 12)
+    with torch.no_grad():
+        z = cnn.features(x_in)
+    a = ood_attack(cnn.features, None, x_ood, z_in=z, eps=2.0, steps=5)
+    b = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=5)
+    torch.testing.assert_close(a.x, b.x)
+
+
+def test_early_stop_when_all_samples_converged():
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(144, 3))
+    x_ood = _images(2, 13) * 0.2 + 0.4
+    with torch.no_grad():
+        z = encoder(x_ood)
+    res = ood_attack(encoder, None, x_ood, z_in=z + 1e-4, eps=1.0, steps=500, tol=0.5, check_every=1)
+    assert res.steps_run < 5
+
+
+def test_printed_rule_moves_alpha_per_iteration():
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(144, 3))
+    x_ood = torch.full((2, 1, 12, 12), 0.5)
+    with torch.no_grad():
+        z = encoder(x_ood) + 10.0
+    r1 = ood_attack(encoder, None, x_ood, z_in=z, eps=0.2, steps=1, update="printed", step_size=0.01)
+    r2 = ood_attack(encoder, None, x_ood, z_in=z, eps=0.2, steps=2, update="printed", step_size=0.01)
+    step = (r2.x - r1.x).flatten(1).norm(dim=1)
+    # one printed step moves alpha in L2; the projection back onto the eps-sphere (the start lies on it) can
+    # only shorten it slightly
+    assert (step <= 0.01 + 1e-6).all() and (step > 0.009).all()
+
+
+def test_random_start_on_the_eps_sphere():
+    x0 = torch.full((4, 1, 12, 12), 0.5)
+    start = random_start(x0, 0.5, "l2", torch.Generator().manual_seed(0))
+    torch.testing.assert_close((start - x0).flatten(1).norm(dim=1), torch.full((4,), 0.5))
+
+
+def test_projection_and_normalisation():
+    delta = torch.randn(3, 1, 4, 4) * 10
+    project(delta, 1.0, "l2")
+    assert (delta.flatten(1).norm(dim=1) <= 1 + 1e-6).all()
+    g = torch.randn(3, 1, 4, 4)
+    torch.testing.assert_close(normalise_gradient(g, "l2").flatten(1).norm(dim=1), torch.ones(3))
+    assert set(normalise_gradient(g, "linf").unique().tolist()) <= {-1.0, 0.0, 1.0}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(eps=0.0, steps=5), "eps must be a positive"),
+    (dict(eps=-1.0, steps=5), "eps must be a positive"),
+    (dict(eps=1.0, steps=0), "steps must be a positive integer"),
+    (dict(eps=1.0, steps=5, batch_size=0), "batch_size must be a positive integer"),
+    (dict(eps=1.0, steps=5, norm="l3"), "unknown norm 'l3'"),
+])
+def test_invalid_arguments_raise(cnn, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ood_attack(cnn.features, _images(2, 1), _images(2, 2), **kwargs)
+
+
+def test_images_outside_unit_range_or_wrong_channels_raise(cnn):
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        ood_attack(cnn.features, _images(2, 1), _images(2, 2) * 2, eps=1.0, steps=2)
+    with pytest.raises(ValueError, match="channels but the model takes 1"):
+        ood_attack(cnn.features, _images(2, 1), torch.rand(2, 3, 12, 12), eps=1.0, steps=2)

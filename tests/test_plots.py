@@ -1,0 +1,129 @@
+"""Tests of oodlib.plots: each function returns a Figure with the expected axes and text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from oodlib import plots
+
+
+@pytest.fixture(autouse=True)
+def _close_figures() -> Iterator[None]:
+    yield
+    plt.close("all")
+
+
+def _texts(fig: Figure) -> list[str]:
+    """Every text drawn in the figure (axes texts, titles, legends)."""
+    return [t.get_text() for t in fig.findobj(match=lambda a: hasattr(a, "get_text"))]
+
+
+def _images(n: int, channels: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, channels, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_set_style_sets_dpi_and_palette() -> None:
+    plots.set_style()
+    assert plt.rcParams["figure.dpi"] == 110
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    assert [to_hex(c) for c in colors[:3]] == [plots.ID_COLOR, plots.OOD_COLOR, plots.CLEAN_OOD_COLOR]
+
+
+def test_mape_histogram_panels_and_threshold_text() -> None:
+    rng = np.random.default_rng(0)
+    values = {name: 10 ** rng.normal(-3.5, 0.5, 200) for name in ("x-ray", "CT", "noise", "spiral")}
+    values["CT"][:3] = 0.0  # exact zeros must not break the log axis
+    fig = plots.mape_histogram(values, title="ResNet-18")
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    labels = [t for t in _texts(fig) if "< 0.1%" in t]
+    assert len(labels) == 4
+
+
+def test_mape_histogram_single_array_linear() -> None:
+    fig = plots.mape_histogram(torch.rand(50) * 1e-2, log_x=False, threshold=2e-3)
+    assert len(fig.axes) == 1
+    assert any("< 0.2%" in t for t in _texts(fig))
+
+
+def test_score_histogram_with_clean_and_auroc() -> None:
+    rng = np.random.default_rng(1)
+    fig = plots.score_histogram(rng.normal(size=100), torch.randn(80),
+                                score_out_clean=rng.normal(-2, 1, 60), auroc=0.5123)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    texts = _texts(fig)
+    assert "AUROC = 0.512" in texts and "OOD (clean)" in texts
+
+
+def test_score_histogram_constant_scores() -> None:
+    fig = plots.score_histogram(np.ones(10), np.ones(10), title="MSP")
+    assert len(fig.axes) == 1
+
+
+def test_z_scatter_writes_mape() -> None:
+    z_in = torch.randn(64)
+    fig = plots.z_scatter(z_in, z_in + 1e-4, title="ResNet-18")
+    assert len(fig.axes) == 1
+    assert any(t.startswith("MAPE = ") and t.endswith("%") for t in _texts(fig))
+
+
+def test_z_scatter_given_mape_and_axes() -> None:
+    fig, ax = plt.subplots()
+    assert plots.z_scatter(np.arange(10.0), mape=3e-4, ax=ax) is fig
+    assert "MAPE = 0.03%" in _texts(fig)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_attack_panel(channels: int) -> None:
+    z_in = torch.randn(4, 32)
+    fig = plots.attack_panel(_images(4, channels), _images(4, channels, 1), _images(4, channels, 2),
+                             z_in, torch.randn(4, 32), z_in + 1e-3, n=3)
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 6
+    assert sum(t.startswith("MAPE = ") for t in _texts(fig)) == 2 * 3
+
+
+def test_attack_panel_given_mapes_and_titles() -> None:
+    x = np.random.default_rng(2).random((2, 3, 8, 8))
+    z = np.random.default_rng(3).normal(size=(2, 4, 2, 2))
+    fig = plots.attack_panel(x, x, x, z, z, z, mapes=[1e-4, 2e-4], n=5, titles=["a", "b", "c"])
+    assert len(fig.axes) == 2 * 6
+    assert "MAPE = 0.02%" in _texts(fig) and "b" in _texts(fig)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_image_grid(channels: int) -> None:
+    groups = {"start": _images(5, channels), "attacked": _images(3, channels), "ID": _images(6, channels)}
+    fig = plots.image_grid(groups, n=4, title="noise start")
+    assert isinstance(fig, Figure) and len(fig.axes) == 3 * 4
+    assert not any(ax.axison for ax in fig.axes)
+    assert {"start", "attacked", "ID"} <= set(_texts(fig))
+
+
+def test_image_grid_single_tensor_and_bad_shape() -> None:
+    assert len(plots.image_grid(_images(3, 1), n=8).axes) == 3
+    with pytest.raises(ValueError, match="C in"):
+        plots.image_grid(torch.rand(2, 2, 8, 8))
+
+
+def test_loss_curves() -> None:
+    rng = np.random.default_rng(4)
+    histories = {"Adamax": np.exp(-np.arange(100))[:, None] * rng.random((100, 16)) + 1e-6,
+                 "printed rule": torch.linspace(1, 0.1, 100)}
+    fig = plots.loss_curves(histories)
+    assert isinstance(fig, Figure) and len(fig.axes) == 1
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 2
+    assert len(ax.collections) == 1  # one IQR band: the (T,) history has none
+
+
+def test_plots_never_select_backend() -> None:
+    import inspect
+
+    source = inspect.getsource(plots)
+    assert "matplotlib.use(" not in source and "MPLBACKEND" not in source

@@ -316,5 +316,5 @@ def build_html(profile: str, stage: Path, strict: bool = True) -> Path:
 
 def _config_digest(stage: Path, strict: bool) -> str:
     h = hashlib.sha256(str(strict).encode())
-    _hash_files(h, [stage / "_config.yml", stage / "_toc.yml", stage / "book" / "references.bib"], root=stage)
+    _hash_files(h, [stage / "_config.yml", stage / "_toc.yml", *(stage / "book").glob("*.bib")], root=stage)
     return h.hexdigest()

@@ -1,4 +1,4 @@
-"""OOD detectors, one class per method, each citing the paper it implements.
+"""The detector base class and the registry.
 
 Conventions (``shared/reference/detectors.md``):
 
@@ -59,19 +59,6 @@ class Detector(nn.Module, abc.ABC):
         out = torch.cat([self.score(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
         self.train(was_training)
         return out
-
-
-@register_detector
-class MSP(Detector):
-    """Maximum softmax probability — Hendrycks & Gimpel (2017), *A Baseline for Detecting Misclassified and
-    Out-of-Distribution Examples in Neural Networks*. In-score ``max_c softmax(f(x))_c``; the detector of the
-    attack paper's Table 1."""
-
-    name = "msp"
-    paper = "Hendrycks & Gimpel, ICLR 2017"
-
-    def score(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.model(x), dim=1).amax(dim=1)
 
 
 def make_detector(name: str, model: nn.Module, **options) -> Detector:

@@ -25,8 +25,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .metrics import mape_tensor as _mape
-from .models import resolve_device
+from ..metrics import mape_tensor as _mape
+from ..models import resolve_device
 
 NORMS = ("l2", "linf")
 UPDATES = ("adamax", "printed")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jupytext
 import yaml
@@ -19,7 +19,6 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "notebooks" / "params"
 PROFILES: tuple[str, ...] = ("smoke", "default", "paper")
-RUNNER_KEYS = ("profile",)
 
 
 class ParameterError(ValueError):
@@ -48,7 +47,7 @@ RULES: tuple[tuple[str, str], ...] = (
     (r"^(dataset|.*_dataset|datasets)$", "dataset"),
     (r"^(arch|.*_arch|archs)$", "arch"),
     (r"^(detector|detectors|.*_detector)$", "detector"),
-    (r"^(start|start_images|.*_start|.*_starts)$", "start image"),
+    (r"^(start|starts|start_image|start_images|.*_start|.*_starts)$", "start image"),
 )
 
 
@@ -139,4 +138,23 @@ def parse_override(name: str, text: str) -> tuple[str, Any]:
     return name, yaml.safe_load(text)
 
 
-ParamCheck = Callable[[str, Any], None]
+
+
+def parameter_table(notebooks: list[Path], profiles: tuple[str, ...] = ("paper", "default", "smoke"),
+                    params_dir: Path = PARAMS_DIR) -> list[list[Any]]:
+    """Rows ``[notebook, parameter, value per profile...]`` of every parameter a profile sets or a notebook
+    declares, for the book's Appendix A page (the paper's parameter list set beside ours)."""
+    rows = []
+    for nb in notebooks:
+        per_profile = [effective_parameters(nb, p, params_dir=params_dir) for p in profiles]
+        for name in declared_parameters(nb):
+            if name == "profile":
+                continue
+            values = [_short(values.get(name)) for values in per_profile]
+            rows.append([nb.stem, name, *values])
+    return rows
+
+
+def _short(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return text.removesuffix("\n...").removesuffix("...").strip()

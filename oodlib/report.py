@@ -127,3 +127,26 @@ def profile_banner(profile: str, params: dict[str, Any], departures: str = "") -
         text.append(departures)
     text.append(":::")
     return Markdown("\n\n".join(text))
+
+
+def collect_results(profile: str, results_dir: str | os.PathLike | None = None, exclude: tuple[str, ...] = ()
+                    ) -> list[dict[str, Any]]:
+    """Every row of every chapter's results file ``results/<profile>/*.json`` (the reproduction scorecard),
+    each with its chapter's name, in file-name order."""
+    from .params import REPO_ROOT
+
+    folder = Path(results_dir) if results_dir is not None else REPO_ROOT / "results" / profile
+    rows = []
+    for path in sorted(folder.glob("*.json")):
+        if path.stem in exclude:
+            continue
+        record = json.loads(path.read_text())
+        rows += [{"chapter": record.get("notebook", path.stem), **row} for row in record.get("rows", [])]
+    return rows
+
+
+def relative_difference(measured: float | None, paper: float | None) -> float | None:
+    """(measured − paper) / |paper|, None where either is missing or the paper's value is 0."""
+    if measured is None or paper is None or paper == 0 or math.isnan(measured):
+        return None
+    return (measured - paper) / abs(paper)

@@ -42,7 +42,7 @@ PROFILE_ENV = "OODLIB_PROFILE"
 FINAL_NOTEBOOKS = ("reproduction_scorecard",)  # read every other chapter's results, so they run last
 EXTRA_INPUTS = {  # files a notebook reads besides oodlib and its data
     "reproduction_scorecard": ("results/{profile}/*.json",),
-    "appendix_a_parameters": ("notebooks/params/*.yml",),
+    "appendix_a_parameters": ("notebooks/params/*.yml", "notebooks/*.py", "_toc.yml"),
 }
 RUNNER_ONLY = ("runner.py", "__main__.py", "bench.py")  # oodlib modules no notebook imports: not inputs
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image", "mlxtend", "pydicom")
@@ -69,8 +69,13 @@ def book_notebooks(toc: Path = REPO_ROOT / "_toc.yml") -> list[Path]:
 
 def _hash_files(h: "hashlib._Hash", paths: list[Path], root: Path = REPO_ROOT) -> None:
     for path in sorted(paths):
-        h.update(str(path.relative_to(root)).encode())
+        h.update(str(path.relative_to(root) if path.is_relative_to(root) else path.name).encode())
         h.update(path.read_bytes())
+
+
+def library_files() -> list[Path]:
+    """The oodlib modules a notebook can import (all but the runner's own)."""
+    return sorted(p for p in (REPO_ROOT / "oodlib").rglob("*.py") if p.name not in RUNNER_ONLY)
 
 
 def input_hash(notebook: Path, params: dict[str, Any], profile: str) -> str:
@@ -78,8 +83,7 @@ def input_hash(notebook: Path, params: dict[str, Any], profile: str) -> str:
     from . import data
 
     h = hashlib.sha256()
-    library = [p for p in (REPO_ROOT / "oodlib").rglob("*.py") if p.name not in RUNNER_ONLY]
-    _hash_files(h, [notebook, *library])
+    _hash_files(h, [notebook, *library_files()])
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for pattern in EXTRA_INPUTS.get(notebook.stem, ()):
         matched = [p for p in REPO_ROOT.glob(pattern.format(profile=profile)) if p.stem != notebook.stem]
@@ -142,8 +146,11 @@ def execute_notebook(notebook: Path, params: dict[str, Any], executed_path: Path
         rows_path = Path(tmp) / "rows.json"
         os.environ.update(_worker_env(profile, rows_path, threads))
         out_tmp = Path(tmp) / executed_path.name
+        nb = jupytext.read(notebook)
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata.setdefault("language_info", {"name": "python"})
         try:
-            papermill.execute_notebook(jupytext.read(notebook), str(out_tmp), parameters=params,
+            papermill.execute_notebook(nb, str(out_tmp), parameters=params,
                                        cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
                                        log_output=False)
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback

@@ -1,0 +1,47 @@
+"""Every chapter executes with the smoke profile, and the smoke book builds with warnings as errors.
+
+This is what `make test` adds to the unit tests: the runner executes the stale notebooks of the smoke profile (in
+parallel, two jobs), each chapter is one test item, then Jupyter Book renders the executed notebooks with `-W`.
+"""
+
+import json
+import re
+
+import pytest
+
+from oodlib import runner
+
+NOTEBOOKS = runner.book_notebooks()
+
+
+@pytest.fixture(scope="session")
+def smoke_book():
+    outcomes = runner.execute_book("smoke", jobs=2, log=lambda message: print(message, flush=True))
+    return {o.notebook: o for o in outcomes}
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_executes_with_the_smoke_profile(smoke_book, notebook):
+    outcome = smoke_book[notebook.stem]
+    assert outcome.status in ("executed", "cached"), f"{notebook.name} failed:\n{outcome.error}"
+    record = json.loads(outcome.results.read_text())
+    assert record["profile"] == "smoke" and record["parameters"]["profile"] == "smoke"
+    for row in record["rows"]:
+        assert set(row) == {"item", "metric", "measured", "paper", "note"}
+
+
+@pytest.mark.book
+def test_smoke_book_builds_with_warnings_as_errors(smoke_book):
+    failed = [o.notebook for o in smoke_book.values() if o.status == "failed"]
+    assert not failed, f"chapters failed: {failed}"
+    stage = runner.stage_book("smoke", list(smoke_book.values()))
+    html = runner.build_html("smoke", stage, strict=True)
+    assert (html / "index.html").exists()
+    for notebook in NOTEBOOKS:
+        page = (html / "notebooks" / f"{notebook.stem}.html").read_text()
+        assert "<Figure size" not in page, f"{notebook.stem}: a glued figure rendered as text"
+        assert "Built with the <strong>smoke</strong> profile" in page
+        external = re.findall(r'<(?:script|img|iframe)[^>]+src="(https?://[^"]+)"|<link[^>]+href="(https?://[^"]+)"',
+                              page)
+        assert not external, f"{notebook.stem} loads from the network: {external}"

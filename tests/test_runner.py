@@ -1,0 +1,163 @@
+"""Parameter validation and the notebook runner: clear errors before any work, staleness, atomic outputs."""
+
+import json
+import textwrap
+
+import pytest
+import yaml
+
+from oodlib import params, runner
+from oodlib.__main__ import main
+from oodlib.params import ParameterError, effective_parameters, validate
+
+NOTEBOOK = textwrap.dedent('''\
+    # %% tags=["parameters"]
+    profile = "default"
+    seed = 0
+    eps = 1.0
+    steps = 3
+    dataset = "digits"
+    starts = ["noise"]
+    fail = False
+
+    # %%
+    from oodlib.report import Results
+    assert not fail, "this notebook was asked to fail"
+    r = Results()
+    r.add("Toy: eps times steps", "product", eps * steps, paper=3.0)
+    r.save()
+    print("done", eps, steps)
+    ''')
+
+
+@pytest.fixture()
+def toy(tmp_path, monkeypatch):
+    """A toy notebook, profiles and build folders in tmp_path; the runner's folders point there."""
+    nb = tmp_path / "notebooks" / "toy.py"
+    nb.parent.mkdir()
+    nb.write_text(NOTEBOOK)
+    pdir = tmp_path / "params"
+    pdir.mkdir()
+    for profile in params.PROFILES:
+        (pdir / f"{profile}.yml").write_text(yaml.safe_dump({"common": {"seed": 1},
+                                                             "notebooks": {"toy": {"steps": 2}}}))
+    monkeypatch.setattr(params, "PARAMS_DIR", pdir)
+    monkeypatch.setattr(runner, "BUILD", tmp_path / "_build")
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(runner, "book_notebooks", lambda toc=None: [nb])
+    library = tmp_path / "oodlib_copy.py"  # a stand-in for the library (the real one may be edited meanwhile)
+    library.write_text("VERSION = 1\n")
+    monkeypatch.setattr(runner, "library_files", lambda: [library])
+    monkeypatch.setattr(runner, "effective_parameters",
+                        lambda notebook, profile, overrides=None: effective_parameters(notebook, profile, overrides,
+                                                                                        params_dir=pdir))
+    return nb
+
+
+def test_profile_values_and_overrides_are_merged(toy):
+    p = effective_parameters(toy, "smoke", {"eps": 2.5}, params_dir=params.PARAMS_DIR)
+    assert p == {"seed": 1, "steps": 2, "eps": 2.5, "profile": "smoke"}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"epz": 1.0}, "unknown parameter 'epz' for toy.py; valid names: dataset, eps, fail, profile, seed, starts"),
+    ({"eps": -1.0}, "'eps' must be a positive number, got -1.0"),
+    ({"eps": 0}, "'eps' must be a positive number, got 0"),
+    ({"steps": 0}, "'steps' must be a positive integer, got 0"),
+    ({"steps": 2.5}, "'steps' must be of type int"),
+    ({"eps": "big"}, "'eps' must be of type float"),
+    ({"dataset": "cifar1000"}, "unknown dataset 'cifar1000'; valid choices: mnist5k, digits, lfw, cifar10"),
+    ({"starts": ["noise", "xray"]}, "unknown start image 'xray'; valid choices: noise, spiral"),
+    ({"seed": -1}, "'seed' must be a non-negative integer"),
+])
+def test_invalid_parameters_are_rejected_with_the_valid_choices(toy, overrides, message):
+    with pytest.raises(ParameterError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        effective_parameters(toy, "smoke", overrides, params_dir=params.PARAMS_DIR)
+
+
+def test_unknown_profile_is_rejected(toy):
+    with pytest.raises(ParameterError, match="unknown profile 'fast'; valid choices: smoke, default, paper"):
+        effective_parameters(toy, "fast")
+
+
+def test_a_bad_profile_file_is_caught_before_any_work(toy):
+    (params.PARAMS_DIR / "smoke.yml").write_text(yaml.safe_dump({"notebooks": {"toy": {"stepz": 2}}}))
+    with pytest.raises(ParameterError, match="unknown parameter 'stepz'"):
+        runner.execute_book("smoke")
+    assert not (runner.RESULTS / "smoke").exists()
+
+
+def test_detector_and_arch_rules():
+    declared = {"detector": "msp", "arch": "small_cnn", "device": "auto"}
+    validate("x.py", {"detector": "msp", "arch": "mlp", "device": "cuda:1"}, declared)
+    with pytest.raises(ParameterError, match="unknown detector 'oddin'"):
+        validate("x.py", {"detector": "oddin"}, declared)
+    with pytest.raises(ParameterError, match="unknown arch 'vgg'"):
+        validate("x.py", {"arch": "vgg"}, declared)
+
+
+def test_execute_writes_results_with_provenance_and_skips_when_unchanged(toy):
+    first = runner.execute_book("smoke", log=lambda m: None)
+    assert [o.status for o in first] == ["executed"]
+    record = json.loads((runner.RESULTS / "smoke" / "toy.json").read_text())
+    assert record["parameters"] == {"seed": 1, "steps": 2, "profile": "smoke"}
+    assert record["rows"] == [{"item": "Toy: eps times steps", "metric": "product", "measured": 2.0,
+                               "paper": 3.0, "note": ""}]
+    assert (runner.BUILD / "executed" / "smoke" / "toy.ipynb").exists()
+    assert [o.status for o in runner.execute_book("smoke", log=lambda m: None)] == ["cached"]
+    toy.write_text(NOTEBOOK.replace("eps * steps", "eps * steps * 1"))
+    assert [o.status for o in runner.execute_book("smoke", log=lambda m: None)] == ["executed"]
+
+
+def test_input_hash_covers_source_parameters_and_library(toy):
+    base = runner.input_hash(toy, {"eps": 1.0}, "smoke")
+    assert runner.input_hash(toy, {"eps": 1.0}, "smoke") == base
+    assert runner.input_hash(toy, {"eps": 2.0}, "smoke") != base
+    runner.library_files()[0].write_text("VERSION = 2\n")  # an edit to the library
+    assert runner.input_hash(toy, {"eps": 1.0}, "smoke") != base
+    toy.write_text(NOTEBOOK + "\n# an edit\n")
+    assert runner.input_hash(toy, {"eps": 1.0}, "smoke") != base
+
+
+def test_library_files_are_the_importable_modules():
+    names = {p.name for p in runner.library_files()}
+    assert {"attack", "store.py", "metrics.py"} & names == {"store.py", "metrics.py"}
+    assert "runner.py" not in names and "ood.py" in names
+
+
+def test_failed_notebook_keeps_last_good_outputs_and_reruns_next_time(toy):
+    runner.execute_book("smoke", log=lambda m: None)
+    results = runner.RESULTS / "smoke" / "toy.json"
+    good = results.read_text()
+    (params.PARAMS_DIR / "smoke.yml").write_text(yaml.safe_dump({"notebooks": {"toy": {"fail": True}}}))
+    outcome, = runner.execute_book("smoke", log=lambda m: None)
+    assert outcome.status == "failed" and "this notebook was asked to fail" in outcome.error
+    assert results.read_text() == good  # the last good result is kept, never half-written
+    assert (runner.BUILD / "failed" / "smoke" / "toy.ipynb").exists()
+    assert not (runner.BUILD / "state" / "smoke" / "toy.json").exists()  # so it re-executes next time
+
+
+def test_run_one_writes_to_its_own_folder(toy):
+    runner.execute_book("smoke", log=lambda m: None)
+    book_result = (runner.RESULTS / "smoke" / "toy.json").read_text()
+    outcome = runner.run_one(toy, "smoke", {"eps": 5.0})
+    assert outcome.status == "executed"
+    assert outcome.results.parent.parent == runner.RUNS
+    assert json.loads(outcome.results.read_text())["rows"][0]["measured"] == 10.0
+    assert (runner.RESULTS / "smoke" / "toy.json").read_text() == book_result
+
+
+def test_cli_rejects_bad_input_with_exit_code_2(toy, capsys):
+    assert main(["run", str(toy), "--profile", "smoke", "-p", "eps", "-3"]) == 2
+    assert "'eps' must be a positive number" in capsys.readouterr().err
+    assert main(["run", str(toy), "--profile", "turbo"]) == 2
+    assert "unknown profile 'turbo'" in capsys.readouterr().err
+    assert not runner.RUNS.exists()
+
+
+def test_book_notebooks_follow_the_toc_with_the_scorecard_last():
+    stems = [p.stem for p in runner.book_notebooks()]
+    assert stems, "the book has notebooks"
+    if "reproduction_scorecard" in stems:
+        assert stems[-1] == "reproduction_scorecard"

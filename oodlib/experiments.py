@@ -69,7 +69,9 @@ def encode(model: Classifier, x: Tensor, batch_size: int = 512) -> Tensor:
 def attack_from_start(model: Classifier, x_in: Tensor, start: str, *, eps: float, steps: int, seed: int = 0,
                       **attack_options) -> StartRun:
     """Algorithm 1 on ``model.features`` from the start image ``start`` (per-sample noise for ``"noise"``),
-    paired with each image of ``x_in``."""
+    paired with each image of ``x_in``. The reproduction chapters claim to reproduce the paper, so the routine is
+    the authors' (``routine="authors"``) unless ``attack_options`` names another."""
+    attack_options.setdefault("routine", "authors")
     x_start = data.start_batch(start, len(x_in), size=x_in.shape[-1], channels=x_in.shape[1], seed=seed)
     result = ood_attack(model.features, x_in, x_start, eps=eps, steps=steps, seed=seed, **attack_options)
     z_in, z_start, z_attacked = encode(model, x_in), encode(model, x_start), encode(model, result.x)

@@ -106,8 +106,8 @@ def test_printed_rule_moves_alpha_per_iteration():
     x_ood = torch.full((2, 1, 12, 12), 0.5)
     with torch.no_grad():
         z = encoder(x_ood) + 10.0
-    r1 = ood_attack(encoder, None, x_ood, z_in=z, eps=0.2, steps=1, update="printed", step_size=0.01)
-    r2 = ood_attack(encoder, None, x_ood, z_in=z, eps=0.2, steps=2, update="printed", step_size=0.01)
+    r1 = ood_attack(encoder, None, x_ood, z_in=z, eps=0.2, steps=1, routine="printed", step_size=0.01)
+    r2 = ood_attack(encoder, None, x_ood, z_in=z, eps=0.2, steps=2, routine="printed", step_size=0.01)
     step = (r2.x - r1.x).flatten(1).norm(dim=1)
     # one printed step moves alpha in L2; the projection back onto the eps-sphere (the start lies on it) can
     # only shorten it slightly
@@ -116,8 +116,15 @@ def test_printed_rule_moves_alpha_per_iteration():
 
 def test_random_start_on_the_eps_sphere():
     x0 = torch.full((4, 1, 12, 12), 0.5)
-    start = random_start(x0, 0.5, "l2", torch.Generator().manual_seed(0))
+    start = random_start(x0, 0.5, "l2", seed=0)
     torch.testing.assert_close((start - x0).flatten(1).norm(dim=1), torch.full((4,), 0.5))
+
+
+def test_random_start_of_a_sample_depends_only_on_its_index():
+    x0 = torch.full((6, 1, 12, 12), 0.5)
+    whole = random_start(x0, 0.5, "l2", seed=3)
+    part = random_start(x0[2:5], 0.5, "l2", seed=3, sample_ids=torch.arange(2, 5))
+    assert torch.equal(whole[2:5], part)
 
 
 def test_projection_and_normalisation():
@@ -146,3 +153,34 @@ def test_images_outside_unit_range_or_wrong_channels_raise(cnn):
         ood_attack(cnn.features, _images(2, 1), _images(2, 2) * 2, eps=1.0, steps=2)
     with pytest.raises(ValueError, match="channels but the model takes 1"):
         ood_attack(cnn.features, _images(2, 1), torch.rand(2, 3, 12, 12), eps=1.0, steps=2)
+
+
+def test_authors_routine_is_the_fixed_step_adamax_without_early_stop(cnn):
+    x_in, x_ood = _images(3, 14), _images(3, 15)
+    a = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=6, routine="authors")
+    b = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=6, routine="fast", schedule="constant", tol=None)
+    assert torch.equal(a.x, b.x)
+    assert a.params["routine"] == "authors" and a.params["schedule"] == "constant" and a.params["tol"] is None
+    with pytest.raises(ValueError, match="unknown routine 'quick'; valid choices: authors, printed, fast"):
+        ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=6, routine="quick")
+
+
+def test_a_converged_sample_is_returned_as_it_was_when_it_converged():
+    torch.manual_seed(1)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(144, 4))
+    x_ood = _images(2, 17) * 0.2 + 0.4
+    with torch.no_grad():
+        z = encoder(x_ood)
+    z[1] += 5.0  # sample 0 starts (almost) matched, sample 1 far away
+    both = ood_attack(encoder, None, x_ood, z_in=z, eps=4.0, steps=400, tol=0.05, check_every=1)
+    alone = ood_attack(encoder, None, x_ood[:1], z_in=z[:1], eps=4.0, steps=400, tol=0.05, check_every=1)
+    assert both.steps_run > alone.steps_run  # sample 1 kept the run going ...
+    torch.testing.assert_close(both.x[0], alone.x[0], atol=1e-5, rtol=0)  # ... sample 0 returned as it converged
+    assert both.mape[0] <= 0.05 < both.mape[1]
+
+
+def test_default_routine_beats_the_authors_fixed_step_at_equal_iterations(cnn):
+    x_in, x_ood = _images(8, 18), _images(8, 19)
+    authors = ood_attack(cnn.features, x_in, x_ood, eps=3.0, steps=80, routine="authors")
+    fast = ood_attack(cnn.features, x_in, x_ood, eps=3.0, steps=80)
+    assert fast.mape.median() < authors.mape.median()

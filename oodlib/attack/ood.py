@@ -31,6 +31,15 @@ from ..models import resolve_device
 NORMS = ("l2", "linf")
 UPDATES = ("adamax", "printed")
 SCHEDULES = ("constant", "cosine")
+ROUTINES: dict[str, dict] = {
+    # The authors' public implementation: Adamax on δ with a fixed step α = ε/100, the last iterate, no early stop.
+    "authors": {"update": "adamax", "schedule": "constant", "tol": None},
+    # Algorithm 1 as printed: x ← clip(x − α·h(J')), fixed α.
+    "printed": {"update": "printed", "schedule": "constant", "tol": None},
+    # The default: the authors' update with a cosine-decayed step (the fixed step keeps the iterate jittering at a
+    # plateau), stopping once every sample's MAPE is below 1e-4.
+    "fast": {"update": "adamax", "schedule": "cosine", "tol": 1e-4},
+}
 
 
 @dataclass
@@ -89,10 +98,20 @@ def owning_module(f: Callable) -> nn.Module | None:
     return owner if isinstance(owner, nn.Module) else None
 
 
-def random_start(x0: Tensor, eps: float, norm: str, generator: torch.Generator) -> Tensor:
+def start_noise(shape: torch.Size, seed: int, sample_ids: Tensor) -> Tensor:
+    """Uniform [0, 1) noise of ``shape`` whose row i depends only on ``(seed, sample_ids[i])`` — so a sample's
+    random start is the same whichever batch or process (:mod:`oodlib.distributed`) it is attacked in."""
+    rows = [torch.rand(shape[1:], generator=torch.Generator().manual_seed(seed * 1_000_003 + int(i)))
+            for i in sample_ids]
+    return torch.stack(rows) if rows else torch.empty(shape)
+
+
+def random_start(x0: Tensor, eps: float, norm: str, seed: int, sample_ids: Tensor | None = None) -> Tensor:
     """Algorithm 1, lines 1–2, as the authors implement them: ξ uniform in [-ε, ε]; for L2 each sample's ξ is
-    rescaled to norm exactly ε (a random point on the ε-sphere); returns ``clamp(x0 + ξ, 0, 1)``."""
-    noise = (torch.rand(x0.shape, generator=generator, dtype=torch.float32) * 2 - 1) * eps
+    rescaled to norm exactly ε (a random point on the ε-sphere); returns ``clamp(x0 + ξ, 0, 1)``. Sample i's ξ is
+    drawn from its own generator seeded by ``(seed, sample_ids[i])`` (default ids 0..N-1)."""
+    ids = torch.arange(x0.shape[0]) if sample_ids is None else sample_ids
+    noise = (start_noise(x0.shape, seed, ids) * 2 - 1) * eps
     if norm == "l2":
         flat = noise.flatten(1)
         noise = (flat * (eps / flat.norm(dim=1, keepdim=True).clamp_min(1e-12))).view_as(noise)
@@ -158,11 +177,11 @@ def _check_inputs(x_in: Tensor | None, z_in: Tensor | None, x_ood: Tensor, eps: 
 
 
 def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor, *, eps: float, steps: int,
-               norm: str = "l2", step_size: float | None = None, update: str = "adamax",
-               schedule: str = "constant", restarts: int = 1, keep_best: bool = False, tol: float | None = None,
+               norm: str = "l2", step_size: float | None = None, routine: str = "fast", update: str | None = None,
+               schedule: str | None = None, restarts: int = 1, keep_best: bool = False, tol: float | None = None,
                check_every: int = 10, batch_size: int = 256, record_every: int | None = None,
                z_in: Tensor | None = None, device: str | torch.device = "auto", seed: int = 0,
-               progress: bool = False) -> AttackResult:
+               first_index: int = 0, progress: bool = False) -> AttackResult:
     """Algorithm 1: make OOD images whose ``f`` matches that of in-distribution images.
 
     Parameters
@@ -176,17 +195,32 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     steps : iterations N of Algorithm 1.
     norm : ``"l2"`` (all of the paper's experiments) or ``"linf"``.
     step_size : α; default ε/100 as in the paper (Appendix A).
-    update : ``"adamax"`` — the authors' implementation (default); ``"printed"`` — the printed rule
+    routine : a preset of ``update``, ``schedule`` and ``tol`` (see :data:`ROUTINES`): ``"fast"`` (default;
+        the authors' update with a cosine-decayed step and early stopping), ``"authors"`` (the authors' public
+        implementation, exactly — what the reproduction chapters use), ``"printed"`` (Algorithm 1 as printed).
+        Explicit ``update`` / ``schedule`` / ``tol`` override the preset.
+    update : ``"adamax"`` — the authors' implementation; ``"printed"`` — the printed rule
         ``x ← clip(x − α·h(J'))``.
     schedule : ``"constant"`` (authors) or ``"cosine"`` decay of the step size to 1% over ``steps``.
     restarts : independent random starts; each sample keeps its best (lowest-loss) result.
     keep_best : return each sample's best iterate within a run instead of the last one (authors: last).
-    tol : stop early once every sample's MAPE is ≤ ``tol`` (checked every ``check_every`` iterations).
-    batch_size : at most this many samples are attacked at once (memory bound); results do not depend on it.
+    tol : a sample whose MAPE is ≤ ``tol`` (checked every ``check_every`` iterations) is done: its iterate at
+        that moment is what it returns, and the run stops once every sample is done (a per-sample decision).
+    batch_size : at most this many samples are attacked at once (memory bound). Every step is per sample, so the
+        results do not depend on it except through floating-point rounding of batched kernels (which a long run
+        can amplify).
     record_every : history stride; default keeps at most ~1000 records.
     device : ``"auto"`` → the module's device if ``f`` has one, else CUDA when available, else CPU.
     seed : seeds the random start (``seed + restart``), so a run is reproducible.
+    first_index : the global index of the first sample (a shard's offset): sample i's random start is seeded by
+        ``first_index + i``, so a sharded run (:mod:`oodlib.distributed`) reproduces the unsharded one.
     """
+    if routine not in ROUTINES:
+        raise ValueError(f"unknown routine {routine!r}; valid choices: {', '.join(ROUTINES)}")
+    preset = ROUTINES[routine]
+    update = preset["update"] if update is None else update
+    schedule = preset["schedule"] if schedule is None else schedule
+    tol = preset["tol"] if tol is None else tol
     module = owning_module(f)
     _check_inputs(x_in, z_in, x_ood, eps, steps, norm, update, schedule, restarts, batch_size, module)
     if device == "auto" and module is not None and any(True for _ in module.parameters()):
@@ -203,8 +237,8 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
         x0_all = x_ood.expand(n, *x_ood.shape[1:]) if x_ood.shape[0] == 1 else x_ood
         best: AttackResult | None = None
         for restart in range(restarts):
-            gen = torch.Generator().manual_seed(seed + restart)
-            starts = random_start(x0_all.detach().cpu().float(), eps, norm, gen)
+            ids = torch.arange(first_index, first_index + n)
+            starts = random_start(x0_all.detach().cpu().float(), eps, norm, seed + restart, ids)
             run = _attack_batches(f, targets, x0_all, starts, eps=eps, steps=steps, norm=norm, alpha=alpha,
                                   update=update, schedule=schedule, keep_best=keep_best, tol=tol,
                                   check_every=check_every, batch_size=batch_size, stride=stride, dev=dev,
@@ -213,7 +247,8 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     assert best is not None
     best.x = best.x.to(out_device)
     best.z_target = targets.to(out_device)
-    best.params = dict(eps=eps, steps=steps, norm=norm, step_size=alpha, update=update, schedule=schedule,
+    best.params = dict(eps=eps, steps=steps, norm=norm, step_size=alpha, routine=routine, update=update,
+                       schedule=schedule, first_index=first_index,
                        restarts=restarts, keep_best=keep_best, tol=tol, seed=seed)
     return best
 
@@ -265,6 +300,8 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
     loss_hist = torch.full((n_records, x.shape[0]), float("nan"), device=dev)
     mape_hist = torch.full_like(loss_hist, float("nan"))
     best_x, best_loss = x.clone(), torch.full((x.shape[0],), float("inf"), device=dev)
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=dev)  # samples whose MAPE reached tol
+    done_x, done_mape, done_loss = x.clone(), torch.zeros_like(best_loss), torch.zeros_like(best_loss)
     ran = 0
     for t in range(steps):
         x.requires_grad_(True)
@@ -274,15 +311,19 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
         x = x.detach()
         ran = t + 1
         with torch.no_grad():
-            current_mape = _mape(z.detach(), z_target)
+            current_mape, current_loss = _mape(z.detach(), z_target), per_sample.detach()
+            if tol is not None and t % check_every == 0:
+                newly = (current_mape <= tol) & ~done
+                done_x[newly], done_mape[newly], done_loss[newly] = x[newly], current_mape[newly], current_loss[newly]
+                done |= newly
             if t % stride == 0:
-                loss_hist[t // stride] = per_sample.detach()
-                mape_hist[t // stride] = current_mape
+                loss_hist[t // stride] = torch.where(done, done_loss, current_loss)
+                mape_hist[t // stride] = torch.where(done, done_mape, current_mape)
             if keep_best:
-                improved = per_sample.detach() < best_loss
-                best_loss = torch.where(improved, per_sample.detach(), best_loss)
+                improved = current_loss < best_loss
+                best_loss = torch.where(improved, current_loss, best_loss)
                 best_x[improved] = x[improved]
-            if tol is not None and t % check_every == 0 and bool((current_mape <= tol).all()):
+            if tol is not None and t % check_every == 0 and bool(done.all()):
                 ran = t
                 break
             lr = alpha * schedule_factor(schedule, t, steps)
@@ -297,6 +338,7 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
             x = (x0 + delta).clamp_(0, 1)
             delta.copy_(x - x0)
     with torch.no_grad():
+        x = torch.where(done.view(-1, *([1] * (x.dim() - 1))), done_x, x)
         z = f(x)
         final_loss = (z - z_target).pow(2).flatten(1).sum(1)
         if keep_best:

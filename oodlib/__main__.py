@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from .runner import MissingDataError
+
+        if not isinstance(exc, MissingDataError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -66,7 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         print(outcome.error, file=sys.stderr)
         print(f"FAILED: {notebook.name} ({outcome.seconds:.0f} s)", file=sys.stderr)
         return 1
-    print(f"executed {notebook.name} in {outcome.seconds:.0f} s")
+    print(f"executed {notebook.name} with profile {args.profile} in {outcome.seconds:.0f} s")
     print(f"notebook: {outcome.output}")
     print(f"results:  {outcome.results}")
     return 0

@@ -111,15 +111,16 @@ def validate(notebook: str | Path, params: dict[str, Any], declared: dict[str, A
             _check_value(name, value, kind)
 
 
-def load_profile(profile: str, params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
-    """The parsed profile file ``<params_dir>/<profile>.yml``."""
+def load_profile(profile: str, params_dir: Path | None = None) -> dict[str, Any]:
+    """The parsed profile file ``<params_dir>/<profile>.yml`` (default folder :data:`PARAMS_DIR`)."""
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; valid choices: {', '.join(PROFILES)}")
-    return yaml.safe_load((params_dir / f"{profile}.yml").read_text()) or {}
+    folder = PARAMS_DIR if params_dir is None else params_dir
+    return yaml.safe_load((folder / f"{profile}.yml").read_text()) or {}
 
 
 def effective_parameters(notebook: str | Path, profile: str, overrides: dict[str, Any] | None = None,
-                         params_dir: Path = PARAMS_DIR) -> dict[str, Any]:
+                         params_dir: Path | None = None) -> dict[str, Any]:
     """Parameters for one notebook: the profile's common values it declares, its own section, the overrides,
     and ``profile``; validated."""
     notebook = Path(notebook)
@@ -141,7 +142,7 @@ def parse_override(name: str, text: str) -> tuple[str, Any]:
 
 
 def parameter_table(notebooks: list[Path], profiles: tuple[str, ...] = ("paper", "default", "smoke"),
-                    params_dir: Path = PARAMS_DIR) -> list[list[Any]]:
+                    params_dir: Path | None = None) -> list[list[Any]]:
     """Rows ``[notebook, parameter, value per profile...]`` of every parameter a profile sets or a notebook
     declares, for the book's Appendix A page (the paper's parameter list set beside ours)."""
     rows = []

@@ -136,15 +136,16 @@ def execute_notebook(notebook: Path, params: dict[str, Any], executed_path: Path
                      profile: str, threads: int | None = 1, failed_dir: Path | None = None,
                      extra: dict[str, Any] | None = None) -> Outcome:
     """Execute one notebook with papermill; on success atomically write the executed notebook and the results
-    file ``{notebook, profile, parameters, rows, seconds, ...}``. Runs in the calling process (use
-    :func:`execute_many` for parallel, isolated workers)."""
+    file ``{notebook, profile, parameters, rows, input_hash}``. Runs in the calling process (use
+    :func:`execute_book` for parallel, isolated workers)."""
     import jupytext
     import papermill
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="oodlib-run-") as tmp:
         rows_path = Path(tmp) / "rows.json"
-        os.environ.update(_worker_env(profile, rows_path, threads))
+        saved_env = dict(os.environ)
+        os.environ.update(_worker_env(profile, rows_path, threads))  # inherited by the kernel
         out_tmp = Path(tmp) / executed_path.name
         nb = jupytext.read(notebook)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -158,10 +159,13 @@ def execute_notebook(notebook: Path, params: dict[str, Any], executed_path: Path
                 failed_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copy(out_tmp, failed_dir / executed_path.name)
             return Outcome(notebook.stem, "failed", time.perf_counter() - start, error=_describe(exc))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
         seconds = time.perf_counter() - start
         rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
-        record = {"notebook": notebook.stem, "profile": profile, "parameters": params, "rows": rows,
-                  "seconds": round(seconds, 1), **(extra or {})}
+        # no run time or other machine-dependent value here: two builds of one profile give identical files
+        record = {"notebook": notebook.stem, "profile": profile, "parameters": params, "rows": rows, **(extra or {})}
         executed_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(executed_path, out_tmp.read_text())
         atomic_write_text(results_path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
@@ -184,11 +188,28 @@ def _is_current(profile: str, stem: str, digest: str, executed: Path, results: P
     return json.loads(state.read_text()).get("input_hash") == digest
 
 
+class MissingDataError(RuntimeError):
+    """A chapter's parameters name a dataset that is not on disk; the message names the fetch commands."""
+
+
+def check_data(params_by_notebook: dict[str, dict[str, Any]]) -> None:
+    """Refuse, before any work, parameters that name real datasets missing from the data folder."""
+    from . import data
+
+    missing = sorted({(name, stem) for stem, params in params_by_notebook.items()
+                      for name in _named_datasets(params) if data.fingerprint(name) == "missing"})
+    if missing:
+        lines = [f"  {name} (needed by {stem}): {data.fetch_command(name)}" for name, stem in missing]
+        raise MissingDataError(f"datasets missing from {data.data_dir()} — fetch them first (needs internet):\n"
+                               + "\n".join(lines))
+
+
 def execute_book(profile: str, jobs: int = 1, threads: int | None = 1, force: bool = False,
                  log=print) -> list[Outcome]:
     """Execute every stale notebook of the book for ``profile``; returns one outcome per notebook."""
     notebooks = book_notebooks()
     params = {nb.stem: effective_parameters(nb, profile) for nb in notebooks}  # validates all before any work
+    check_data(params)
     outcomes: list[Outcome] = []
     regular = [nb for nb in notebooks if nb.stem not in FINAL_NOTEBOOKS]
     final = [nb for nb in notebooks if nb.stem in FINAL_NOTEBOOKS]
@@ -230,6 +251,7 @@ def run_one(notebook: Path, profile: str, overrides: dict[str, Any], threads: in
     """``python -m oodlib run``: execute one chapter with new parameters into ``runs/<name>-<profile>-<hash>/``,
     never touching the book's outputs."""
     params = effective_parameters(notebook, profile, overrides)
+    check_data({notebook.stem: params})
     tag = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
     out_dir = RUNS / f"{notebook.stem}-{profile}-{tag}"
     return execute_notebook(notebook, params, out_dir / f"{notebook.stem}.ipynb", out_dir / "results.json",
@@ -277,10 +299,11 @@ def execution_status_page(profile: str, outcomes: list[Outcome]) -> str:
              "* - chapter", "  - run time (s)", "  - parameters hash"]
     total = 0.0
     for outcome in outcomes:
-        record = json.loads(outcome.results.read_text()) if outcome.results and outcome.results.exists() else {}
-        seconds = float(record.get("seconds", float("nan")))
+        state_file = _state_path(profile, outcome.notebook)
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        seconds = float(state.get("seconds", float("nan")))
         total += seconds if seconds == seconds else 0.0
-        lines += [f"* - {outcome.notebook}", f"  - {seconds:.1f}", f"  - `{record.get('input_hash', '')[:10]}`"]
+        lines += [f"* - {outcome.notebook}", f"  - {seconds:.1f}", f"  - `{state.get('input_hash', '')[:10]}`"]
     lines += ["* - **total**", f"  - **{total:.1f}**", "  - ", "```", ""]
     return "\n".join(lines)
 

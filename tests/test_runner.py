@@ -49,9 +49,6 @@ def toy(tmp_path, monkeypatch):
     library = tmp_path / "oodlib_copy.py"  # a stand-in for the library (the real one may be edited meanwhile)
     library.write_text("VERSION = 1\n")
     monkeypatch.setattr(runner, "library_files", lambda: [library])
-    monkeypatch.setattr(runner, "effective_parameters",
-                        lambda notebook, profile, overrides=None: effective_parameters(notebook, profile, overrides,
-                                                                                        params_dir=pdir))
     return nb
 
 

@@ -9,7 +9,7 @@ PY      := $(VENV)/bin/python
 JOBS    ?= 2
 STAMP   := $(VENV)/.installed
 
-.PHONY: book test unit venv bench clean clean-cache
+.PHONY: book test unit venv bench clean clean-cache chromium
 
 venv: $(STAMP)
 
@@ -24,8 +24,12 @@ book: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest -m "not notebook and not book" -q
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+
+# headless Chromium for the browser test (Debian's package; root on the project's machines)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 bench: $(STAMP)
 	$(PY) -m oodlib.bench

@@ -233,7 +233,7 @@ def _execute_group(group: list[Path], params: dict, profile: str, jobs: int, thr
         futures = {pool.submit(execute_notebook, nb, params[nb.stem], executed, results, profile, threads,
                                BUILD / "failed" / profile, {"input_hash": digest}): (nb, digest)
                    for nb, executed, results, digest in todo}
-        for future in cf.as_completed(futures):
+        for future in _progress(cf.as_completed(futures), total=len(futures)):
             nb, digest = futures[future]
             outcome = future.result()
             state = _state_path(profile, nb.stem)
@@ -245,6 +245,15 @@ def _execute_group(group: list[Path], params: dict, profile: str, jobs: int, thr
                 log(f"  FAILED      {nb.stem} ({outcome.seconds:.0f} s)\n{outcome.error}")
             outcomes.append(outcome)
     return outcomes
+
+
+def _progress(iterable, total: int):
+    """A tqdm bar on the command line (a terminal only), never inside the book's notebooks."""
+    if not sys.stderr.isatty() or total == 0:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc="chapters", unit="nb", leave=False)
 
 
 def run_one(notebook: Path, profile: str, overrides: dict[str, Any], threads: int | None = None) -> Outcome:

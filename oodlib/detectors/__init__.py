@@ -9,6 +9,7 @@ Use ``make_detector(name, model, **options)``; ``DETECTORS`` maps names to class
 """
 
 from .base import DETECTORS, Detector, make_detector, register_detector
+from .glow import GlowNLL, InputComplexity
 from .msp import MSP
 
-__all__ = ["DETECTORS", "Detector", "MSP", "make_detector", "register_detector"]
+__all__ = ["DETECTORS", "Detector", "GlowNLL", "InputComplexity", "MSP", "make_detector", "register_detector"]

@@ -12,6 +12,12 @@ some hidden pre-activation changes sign (:func:`relu_null_space_attack`), and
 repeating the construction region after region lets the perturbation grow while
 the output stays put (:func:`relu_null_space_walk`).
 
+Beyond the paper's sketch: :func:`classifier_mlp_layers` folds the book's MLP's input
+standardisation into its first layer so the walk acts on images; the null-space
+construction leaves the pixel range [0, 1], and :func:`box_constrained_code_match`
+solves exactly, for a linear encoder, the constrained problem Algorithm 1 addresses in
+general — the image in [0, 1] nearest to an OOD start whose code is exactly ``z_in``.
+
 All computations are done in float64; results are returned in the input's dtype
 (a float32 result therefore carries float32 rounding in ``W x'``).
 """
@@ -26,17 +32,33 @@ import torch
 from torch import nn
 
 __all__ = [
+    "BoxMatchResult",
     "ReluNullSpaceResult",
+    "box_constrained_code_match",
+    "classifier_mlp_layers",
+    "display_scaled",
+    "fraction_outside_unit_box",
+    "linear_code",
     "mlp_layers",
     "null_space_attack",
     "null_space_basis",
+    "pca_encoder",
+    "relative_code_error",
     "relu_null_space_attack",
     "relu_null_space_walk",
+    "relu_null_space_walks",
+    "relu_region_radius",
+    "stack_walks",
 ]
 
 # The linear algebra runs in numpy float64: the many small products of a walk are
 # far cheaper there than through torch's intra-op thread pool on a busy machine.
 Params = list[tuple[np.ndarray, np.ndarray]]
+
+# A hidden pre-activation within this relative distance of zero sits on its boundary.
+_AT_ZERO = 1e-9
+# Rates of change below this fraction of the largest one are rounding residue.
+_NEGLIGIBLE_RATE = 1e-9
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -267,7 +289,9 @@ def _region_exit(pre: list[np.ndarray], masks: list[np.ndarray], rates: list[np.
     """Largest step keeping every hidden pre-activation on its pattern's side.
 
     Active units (mask True) need ``h + t r >= 0``, inactive units ``h + t r <= 0``;
-    only units moving toward zero constrain ``t``, at ``|h| / |r|``.
+    only units moving toward zero constrain ``t``, at ``|h| / |r|``. Rates below
+    ``_NEGLIGIBLE_RATE`` times the largest rate are rounding residue of a direction
+    that keeps the unit fixed (see :func:`_boundary_rows`) and do not constrain ``t``.
 
     Returns
     -------
@@ -276,16 +300,33 @@ def _region_exit(pre: list[np.ndarray], masks: list[np.ndarray], rates: list[np.
         if the ray never leaves the region.
     """
     best = (float("inf"), -1, -1)
+    negligible = _NEGLIGIBLE_RATE * max(float(np.abs(r).max()) if r.size else 0.0 for r in rates)
     for layer, (h, mask, r) in enumerate(zip(pre, masks, rates)):
         slack = np.maximum(np.where(mask, h, -h), 0.0)
         speed = np.where(mask, -r, r)
         limits = np.full(h.shape, np.inf)
-        moving = speed > 0
+        moving = speed > negligible
         limits[moving] = slack[moving] / speed[moving]
         unit = int(np.argmin(limits))
         if limits[unit] < best[0]:
             best = (float(limits[unit]), layer, unit)
     return best
+
+
+def _boundary_rows(params: Params, masks: list[np.ndarray], pre: list[np.ndarray]) -> np.ndarray:
+    """Input gradients, inside the current region, of the hidden pre-activations that sit at zero.
+
+    A direction orthogonal to these rows keeps every such unit exactly at zero, so it
+    slides along the intersection of their boundaries and cannot be stopped by them.
+    """
+    rows = []
+    jacobian = params[0][0]
+    for i, (h, mask) in enumerate(zip(pre[:-1], masks)):
+        at_zero = np.abs(h) <= _AT_ZERO * (1.0 + float(np.abs(h).max()))
+        rows.append(jacobian[at_zero])
+        if i + 1 < len(pre) - 1:
+            jacobian = params[i + 1][0] @ (mask[:, None] * jacobian)
+    return np.vstack(rows)
 
 
 def _project_to_null(A: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -416,7 +457,10 @@ def relu_null_space_walk(
     The next direction is the previous one projected onto the new region's null
     space (reversed if it would push the switched unit straight back), so the
     perturbation can grow far beyond one region while the output error only
-    accumulates rounding.
+    accumulates rounding. At a corner where several units sit at zero and both
+    directions are blocked at once, the direction is also projected onto the
+    null space of those units' input gradients, so it slides along their common
+    boundary instead of switching them back and forth.
 
     Parameters
     ----------
@@ -448,14 +492,19 @@ def relu_null_space_walk(
     masks = _pattern(_pre_activations(params, x0))
     d = _random_null_direction(_effective_matrix(params, masks), rng)
     t_first = float("nan")
+    stall = 1e-12 * max(1.0, total_magnitude)
     segments = 0
     while segments < max_segments:
         pre = _pre_activations(params, x_cur)
         if segments:
             d = _walk_direction(_effective_matrix(params, masks), d, rng)
         t_max, layer, unit = _region_exit(pre, masks, _rates(params, masks, d))
-        if segments and t_max == 0.0:
+        if segments and t_max <= stall:
             d = -d
+            t_max, layer, unit = _region_exit(pre, masks, _rates(params, masks, d))
+        if segments and t_max <= stall:  # a corner of several boundaries: slide along all of them
+            constraints = np.vstack([_effective_matrix(params, masks), _boundary_rows(params, masks, pre)])
+            d = _walk_direction(constraints, d, rng)
             t_max, layer, unit = _region_exit(pre, masks, _rates(params, masks, d))
         t_first = t_max if segments == 0 else t_first
         t_goal = _step_to_sphere(x_cur - x0, d, total_magnitude)
@@ -466,3 +515,245 @@ def relu_null_space_walk(
         x_cur = x_cur + t_max * d
         masks[layer][unit] = not masks[layer][unit]
     return _result(params, x, x_cur, t_first, segments)
+
+
+# ----------------------------------------------------------------------------------------- the book's encoders
+
+
+def classifier_mlp_layers(model: nn.Module, include_head: bool = False) -> list[nn.Linear]:
+    """Float64 linear layers of an :class:`oodlib.models.MLP` acting on images in [0, 1] (Section 2.2).
+
+    The book's MLP standardises its input, ``(x - mean) / std`` per channel, before its first ``Linear``. That
+    affine map is folded into the first layer (``W' = W / std``, ``b' = b - W (mean / std)``, per input value
+    in the flattening order C, H, W), so the returned layers take the raw image as the null-space attacks
+    expect.
+
+    Parameters
+    ----------
+    model : oodlib.models.MLP
+        The classifier (its ``normalize``, ``layers`` and ``head``).
+    include_head : bool, default False
+        Without the head the last layer's output is the pre-activation of the code ``z`` (the model's
+        ``features`` are its ReLU), so keeping that output fixed keeps ``z`` fixed; with the head it is the
+        logit vector.
+
+    Returns
+    -------
+    list of torch.nn.Linear
+        New float64 layers (the model is not modified), for :func:`relu_null_space_attack` and
+        :func:`relu_null_space_walk`.
+    """
+    for name in ("normalize", "layers", "head"):
+        if not hasattr(model, name):
+            raise TypeError(f"{type(model).__name__} is not an MLP classifier (no {name!r})")
+    linears = [*model.layers, model.head] if include_head else list(model.layers)
+    first = linears[0]
+    n_channels = model.normalize.mean.numel()
+    per_channel = first.in_features // n_channels
+    mean = model.normalize.mean.detach().double().flatten().repeat_interleave(per_channel)
+    std = model.normalize.std.detach().double().flatten().repeat_interleave(per_channel)
+    weight, bias = first.weight.detach().double(), first.bias.detach().double()
+    folded = [_linear(weight / std, bias - weight @ (mean / std))]
+    folded += [_linear(layer.weight.detach().double(), layer.bias.detach().double()) for layer in linears[1:]]
+    return folded
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    """A float64 ``nn.Linear`` holding copies of ``weight`` and ``bias``."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
+def pca_encoder(x: torch.Tensor, k: int) -> torch.Tensor:
+    """A linear encoder ``z = W x``: the top-``k`` principal directions of ``x`` (Section 2.2's ``W``, K x M).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Training images ``(N, ...)``, flattened to ``(N, M)``.
+    k : int
+        Code dimension ``K < M``.
+
+    Returns
+    -------
+    torch.Tensor
+        Float64 ``(K, M)`` matrix with orthonormal rows (the right singular vectors of the centred data).
+    """
+    flat = _to_numpy(x).reshape(len(x), -1)
+    if not 0 < k < flat.shape[1]:
+        raise ValueError(f"k must be in 1..{flat.shape[1] - 1}, got {k}")
+    _, _, vh = np.linalg.svd(flat - flat.mean(axis=0), full_matrices=False)
+    return torch.from_numpy(vh[:k].copy())
+
+
+# ------------------------------------------------------------------------------ many samples, valid images
+
+
+def relu_region_radius(layers: Sequence[nn.Linear] | nn.Sequential, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """How far each input can move along a random null-space direction before a ReLU changes state.
+
+    For each sample ``x[i]`` this is ``max_norm_in_region`` of :func:`relu_null_space_attack` with seed
+    ``seed + i``: the length of the straight null-space segment inside the activation region of ``x[i]``.
+
+    Parameters
+    ----------
+    layers : sequence of torch.nn.Linear or torch.nn.Sequential
+        The MLP's linear layers.
+    x : torch.Tensor
+        Inputs ``(N, ...)``.
+    seed : int, default 0
+        Seed of the first sample's direction.
+
+    Returns
+    -------
+    torch.Tensor
+        Float64 ``(N,)``.
+    """
+    return torch.tensor([relu_null_space_attack(layers, xi, float("inf"), seed=seed + i).max_norm_in_region
+                         for i, xi in enumerate(x)], dtype=torch.float64)
+
+
+def relu_null_space_walks(layers: Sequence[nn.Linear] | nn.Sequential, x: torch.Tensor, total_magnitude: float,
+                          seed: int = 0, max_segments: int = 1000) -> list[ReluNullSpaceResult]:
+    """:func:`relu_null_space_walk` for each sample ``x[i]`` (seed ``seed + i``) (Section 2.2)."""
+    return [relu_null_space_walk(layers, xi, total_magnitude, seed=seed + i, max_segments=max_segments)
+            for i, xi in enumerate(x)]
+
+
+def stack_walks(walks: Sequence[ReluNullSpaceResult]) -> dict[str, torch.Tensor]:
+    """The walks' attacked inputs and diagnostics as tensors: ``x`` (N, ...), ``relative_output_error``,
+    ``perturbation_norm``, ``max_norm_in_region`` (float64) and ``n_segments`` (int64), each (N,)."""
+    return {"x": torch.stack([w.x for w in walks]),
+            "relative_output_error": torch.tensor([w.relative_output_error for w in walks], dtype=torch.float64),
+            "perturbation_norm": torch.tensor([w.perturbation_norm for w in walks], dtype=torch.float64),
+            "max_norm_in_region": torch.tensor([w.max_norm_in_region for w in walks], dtype=torch.float64),
+            "n_segments": torch.tensor([w.n_segments for w in walks], dtype=torch.int64)}
+
+
+def fraction_outside_unit_box(x: torch.Tensor) -> torch.Tensor:
+    """Per sample, the fraction of values outside [0, 1] — pixels no 8-bit image can hold."""
+    flat = x.detach().flatten(1)
+    return ((flat < 0) | (flat > 1)).double().mean(dim=1)
+
+
+def relative_code_error(encode, x: torch.Tensor, x_reference: torch.Tensor) -> torch.Tensor:
+    """``||f(x) - f(x_ref)||_2 / ||f(x_ref)||_2`` per sample, for any encoder ``f`` (e.g. ``model.features``
+    in float32, or ``lambda v: v @ W.T``)."""
+    with torch.no_grad():
+        z, z_ref = encode(x).flatten(1).double(), encode(x_reference).flatten(1).double()
+    return (z - z_ref).norm(dim=1) / z_ref.norm(dim=1).clamp_min(1e-300)
+
+
+def display_scaled(x: torch.Tensor) -> torch.Tensor:
+    """Each image min-max scaled to [0, 1], for showing inputs that left the pixel range (not for encoding)."""
+    flat = x.detach().flatten(1).double()
+    low, high = flat.amin(dim=1, keepdim=True), flat.amax(dim=1, keepdim=True)
+    return ((flat - low) / (high - low).clamp_min(1e-12)).view_as(x).to(torch.float32)
+
+
+@dataclass
+class BoxMatchResult:
+    """Outcome of :func:`box_constrained_code_match`.
+
+    Attributes
+    ----------
+    x : torch.Tensor
+        The matched images, in [0, 1] exactly, shape and dtype of ``x_start``.
+    relative_code_error : torch.Tensor
+        ``||W x - z|| / ||z||`` per sample (float64), evaluated on ``x`` as returned (a float32 ``x`` carries
+        float32 rounding, about 1e-7).
+    distance_to_start : torch.Tensor
+        ``||x - x_start||_2`` per sample (float64).
+    iterations : torch.Tensor
+        Newton iterations used per sample (int64).
+    """
+
+    x: torch.Tensor
+    relative_code_error: torch.Tensor
+    distance_to_start: torch.Tensor
+    iterations: torch.Tensor
+
+
+def box_constrained_code_match(W: torch.Tensor, z: torch.Tensor, x_start: torch.Tensor, max_iter: int = 100,
+                               tol: float = 1e-12) -> BoxMatchResult:
+    """The image in [0, 1] closest to a start image whose linear code is exactly ``z`` (Section 2.2, extended).
+
+    The paper's null-space construction ``x' = x + eta`` keeps ``W x' = W x`` but leaves the pixel range, so it
+    is not an image. This solves the convex problem that Algorithm 1 addresses for a general encoder,
+
+        minimise ||x - x_start||^2  subject to  W x = z,  0 <= x <= 1,
+
+    exactly, for a linear encoder: the minimiser is ``x(lam) = clip(x_start - W^T lam, 0, 1)`` for the ``lam``
+    that solves the piecewise-linear equation ``W x(lam) = z`` (the dual optimality condition), found by a
+    semismooth Newton method with a backtracking line search on ``||W x(lam) - z||``.
+
+    Parameters
+    ----------
+    W : torch.Tensor
+        Encoder matrix ``(K, M)``.
+    z : torch.Tensor
+        Target codes ``(N, K)``; each must be the code of some image in [0, 1] (e.g. ``z = W x_in``), otherwise
+        the problem is infeasible and the residual stays above ``tol``.
+    x_start : torch.Tensor
+        Start images ``(N, ...)`` with ``M`` values each.
+    max_iter : int, default 100
+        Newton iterations per sample.
+    tol : float, default 1e-12
+        Stop when ``||W x - z|| <= tol * ||z||``.
+
+    Returns
+    -------
+    BoxMatchResult
+    """
+    W64 = _to_numpy(W)
+    Z = _to_numpy(z).reshape(len(z), -1)
+    X0 = _to_numpy(x_start).reshape(len(x_start), -1)
+    if W64.shape[1] != X0.shape[1] or Z.shape[1] != W64.shape[0] or len(Z) != len(X0):
+        raise ValueError(f"shapes do not match: W {W64.shape}, z {Z.shape}, x_start {X0.shape}")
+    solved = [_dual_newton(W64, zi, x0, max_iter, tol) for zi, x0 in zip(Z, X0)]
+    x_out = torch.from_numpy(np.stack([s[0] for s in solved]).reshape(tuple(x_start.shape))).to(
+        dtype=x_start.dtype)
+    X = _to_numpy(x_out).reshape(len(x_out), -1)
+    error = np.linalg.norm(X @ W64.T - Z, axis=1) / np.maximum(np.linalg.norm(Z, axis=1), 1e-300)
+    return BoxMatchResult(x=x_out, relative_code_error=torch.from_numpy(error),
+                          distance_to_start=torch.from_numpy(np.linalg.norm(X - X0, axis=1)),
+                          iterations=torch.tensor([s[1] for s in solved], dtype=torch.int64))
+
+
+def _dual_newton(W: np.ndarray, z: np.ndarray, x0: np.ndarray, max_iter: int, tol: float
+                 ) -> tuple[np.ndarray, int]:
+    """Semismooth Newton on ``r(lam) = W clip(x0 - W^T lam, 0, 1) - z`` (see :func:`box_constrained_code_match`)."""
+    lam = np.zeros(W.shape[0])
+    target = tol * max(float(np.linalg.norm(z)), 1e-300)
+
+    def primal(v: np.ndarray) -> np.ndarray:
+        return np.clip(x0 - W.T @ v, 0.0, 1.0)
+
+    x = primal(lam)
+    residual = W @ x - z
+    norm = float(np.linalg.norm(residual))
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        if norm <= target:
+            return x, iteration - 1
+        free = (x > 0.0) & (x < 1.0)
+        jacobian = (W[:, free] @ W[:, free].T) + 1e-12 * np.eye(W.shape[0])
+        step = np.linalg.solve(jacobian, residual)
+        t = 1.0
+        while t > 1e-8:
+            candidate = primal(lam + t * step)
+            candidate_residual = W @ candidate - z
+            candidate_norm = float(np.linalg.norm(candidate_residual))
+            if candidate_norm < (1.0 - 1e-4 * t) * norm:
+                break
+            t *= 0.5
+        lam, x, residual, norm = lam + t * step, candidate, candidate_residual, candidate_norm
+    return x, iteration
+
+
+def linear_code(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The code ``z = W x`` of each flattened input, float64 ``(N, K)`` (Section 2.2's linear encoder)."""
+    return x.detach().flatten(1).to(torch.float64) @ W.to(torch.float64).T

@@ -18,6 +18,11 @@ the OOD inputs cover:
   (:func:`coverage_probability_asymptotic`), which is what can be evaluated at
   the paper's scale, where the sizes are only known through their base-2
   logarithms (:func:`log_coverage_from_log2_sizes`).
+* **the book's encoders and an empirical check.**  :func:`encoder_space` and
+  :func:`spec_encoder_space` count the sizes of the book's own models;
+  :func:`coverage_curves`, :func:`simulation_table` and :func:`coverage_figure` trace
+  and confirm the coverage probability; :func:`nearest_code_mape` measures whether
+  codes of actual OOD images land near codes of in-distribution images.
 
 What these numbers do and do not say
 ------------------------------------
@@ -35,21 +40,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import mpmath
 import numpy as np
 import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from .store import ModelSpec
 
 __all__ = [
     "EncoderSpace",
     "PAPER_ENCODERS",
+    "coverage_curves",
+    "coverage_figure",
     "coverage_probability",
     "coverage_probability_asymptotic",
+    "encoder_space",
+    "format_count",
     "log2_space_ratio",
     "log_coverage_from_log2_sizes",
+    "nearest_code_mape",
+    "paper_scale_coverage",
     "simulate_coverage",
+    "simulation_table",
     "space_table",
+    "spec_encoder_space",
     "stirling2",
 ]
 
@@ -452,3 +470,219 @@ def space_table(encoders: Sequence[EncoderSpace] = PAPER_ENCODERS) -> pd.DataFra
         for e in encoders
     ]
     return pd.DataFrame(rows, columns=list(SPACE_TABLE_COLUMNS))
+
+
+def encoder_space(name: str, model: torch.nn.Module, input_bits: int = 8, latent_bits: int = 32) -> EncoderSpace:
+    """The :class:`EncoderSpace` of one of the book's models, read from the model itself (Section 2.2).
+
+    Parameters
+    ----------
+    name : str
+        Label of the row.
+    model : torch.nn.Module
+        A model with ``in_channels``, ``image_size`` and ``latent_dim`` attributes: any
+        :class:`oodlib.models.Classifier` or :class:`oodlib.autoencoder.ConvAutoEncoder`. It need not be trained:
+        only its input and code sizes are read.
+    input_bits : int, default 8
+        Bits per input value (the book's datasets are 8-bit images).
+    latent_bits : int, default 32
+        Bits per latent entry (float32).
+
+    Returns
+    -------
+    EncoderSpace
+        Input shape ``(in_channels, image_size, image_size)`` and latent dimension ``latent_dim``.
+    """
+    missing = [a for a in ("in_channels", "image_size", "latent_dim") if not hasattr(model, a)]
+    if missing:
+        raise TypeError(f"{type(model).__name__} lacks {', '.join(missing)}")
+    shape = (int(model.in_channels), int(model.image_size), int(model.image_size))
+    return EncoderSpace(name, shape, input_bits, int(model.latent_dim), latent_bits)
+
+
+def paper_scale_coverage(encoder: EncoderSpace, n_in_distribution: int = 0) -> float:
+    """The worst-case coverage probability ``P(F_out = F)`` of one encoder, at its true sizes (Section 2.2).
+
+    ``|F| = 2**log2_latent_space`` and ``|Omega_out| = 2**log2_input_space - n_in_distribution`` (the paper
+    subtracts the 1.4e7 ImageNet images, which does not change a double).
+
+    Parameters
+    ----------
+    encoder : EncoderSpace
+        The encoder's discrete sizes.
+    n_in_distribution : int, default 0
+        Number of in-distribution inputs removed from the input space.
+
+    Returns
+    -------
+    float
+        ``exp(log_coverage_from_log2_sizes(...))``; 1.0 for every encoder of the paper and of the book.
+    """
+    n_points = 2**encoder.log2_input_space - _check_count(n_in_distribution, "n_in_distribution", 0)
+    if n_points < 1:
+        raise ValueError("n_in_distribution must be smaller than the input space")
+    log2_points = math.log2(n_points)
+    return math.exp(log_coverage_from_log2_sizes(log2_points, encoder.log2_latent_space))
+
+
+def coverage_curves(spots: Sequence[int], points_per_spot: Sequence[float], exact_up_to: int = 100
+                    ) -> pd.DataFrame:
+    """``P(F_out = F)`` against the number of OOD inputs per latent spot, for several ``|F|`` (Section 2.2).
+
+    Parameters
+    ----------
+    spots : sequence of int
+        Values of ``|F|``; Python ints of any size (``2**(32*512)`` for ResNet-18 works).
+    points_per_spot : sequence of float
+        Values of ``|Omega_out| / |F|``; ``|Omega_out|`` is rounded to an integer (exactly, in integer
+        arithmetic, to 20 fractional bits of the ratio).
+    exact_up_to : int, default 100
+        ``|F|`` up to which :func:`coverage_probability` is evaluated exactly; larger ``|F|`` use the
+        coupon-collector limit :func:`log_coverage_from_log2_sizes`, whose absolute error is about ``2e-4`` at
+        ``|F| = 1000`` and below ``1e-6`` from ``|F| = 1e6`` (the exact sum costs seconds per point there).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per ``(|F|, ratio)`` with columns ``spots`` (the size as a label, :func:`format_count`),
+        ``log2_spots``, ``points_per_spot`` (the ratio after rounding), ``probability`` and ``method``
+        (``"exact"`` or ``"asymptotic"``).
+    """
+    rows = []
+    for n in spots:
+        n = _check_count(n, "spots", 1)
+        for ratio in points_per_spot:
+            m = (n * int(round(ratio * 2**20))) >> 20
+            if n <= exact_up_to:
+                p, method = coverage_probability(m, n), "exact"
+            else:
+                p, method = math.exp(log_coverage_from_log2_sizes(math.log2(max(m, 1)), math.log2(n))), "asymptotic"
+            rows.append((format_count(n), math.log2(n), (m << 20) // n / 2**20, p, method))
+    return pd.DataFrame(rows, columns=["spots", "log2_spots", "points_per_spot", "probability", "method"])
+
+
+def format_count(n: int) -> str:
+    """A size for a label: ``1,000`` below a million, ``10^k`` for powers of ten, ``2^k`` for powers of two."""
+    n = _check_count(n, "n", 0)
+    if n < 10**6:
+        return f"{n:,}"
+    if n & (n - 1) == 0:
+        return f"2^{{{n.bit_length() - 1}}}"
+    k = len(str(n)) - 1
+    return f"10^{{{k}}}" if n == 10**k else f"{n:.3g}"
+
+
+def simulation_table(cases: Sequence[tuple[int, int]], trials: int, seed: int = 0) -> pd.DataFrame:
+    """Monte-Carlo confirmation of :func:`coverage_probability` on small cases (Section 2.2).
+
+    Parameters
+    ----------
+    cases : sequence of (int, int)
+        ``(|Omega_out|, |F|)`` pairs.
+    trials : int
+        Trials per case.
+    seed : int, default 0
+        Seed of the first case; case ``i`` uses ``seed + i``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``points``, ``spots``, ``points_per_spot``, ``exact``, ``simulated``, ``std_error`` (binomial,
+        from the exact value) and ``z_score`` (``(simulated - exact) / std_error``, 0 where the error is 0).
+    """
+    rows = []
+    for i, (m, n) in enumerate(cases):
+        exact = coverage_probability(m, n)
+        simulated = simulate_coverage(m, n, trials, seed=seed + i)
+        error = math.sqrt(exact * (1.0 - exact) / trials)
+        z_score = (simulated - exact) / error if error > 0 else 0.0
+        rows.append((m, n, m / n, exact, simulated, error, z_score))
+    return pd.DataFrame(rows, columns=["points", "spots", "points_per_spot", "exact", "simulated", "std_error",
+                                       "z_score"])
+
+
+def nearest_code_mape(z_query: torch.Tensor, z_reference: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """For each query code, the smallest MAPE to any reference code (Section 2.2, tested empirically).
+
+    The counting argument says that OOD codes *may* cover the latent space; this measures whether codes of
+    actual OOD images land near codes of in-distribution images. ``MAPE(q, r) = mean|q - r| / max|r|``
+    (Section 3's metric with ``r`` in the role of ``z_in``).
+
+    Parameters
+    ----------
+    z_query : torch.Tensor
+        Codes ``(Q, D)`` (e.g. of noise images).
+    z_reference : torch.Tensor
+        Codes ``(R, D)`` (e.g. of the in-distribution training images).
+    batch_size : int, default 1024
+        Queries per block (memory bound ``batch_size * R``).
+
+    Returns
+    -------
+    torch.Tensor
+        Float64 tensor ``(Q,)`` of ``min_r MAPE(q, r)``.
+    """
+    q = z_query.detach().flatten(1).double().cpu()
+    r = z_reference.detach().flatten(1).double().cpu()
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"codes differ in dimension: {q.shape[1]} and {r.shape[1]}")
+    scale = r.abs().amax(dim=1).clamp_min(1e-12) * r.shape[1]
+    blocks = [(torch.cdist(q[i:i + batch_size], r, p=1) / scale).amin(dim=1) for i in range(0, len(q), batch_size)]
+    return torch.cat(blocks) if blocks else torch.empty(0, dtype=torch.float64)
+
+
+def coverage_figure(curves: pd.DataFrame, simulated: pd.DataFrame | None = None) -> Figure:
+    """``P(F_out = F)`` against ``|Omega_out| / |F|``, one line per ``|F|`` (Section 2.2), in the book's style.
+
+    Parameters
+    ----------
+    curves : pandas.DataFrame
+        Output of :func:`coverage_curves`.
+    simulated : pandas.DataFrame, optional
+        Output of :func:`simulation_table`, drawn as markers with two-standard-error bars.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes; exact curves solid, coupon-collector limits dashed, and a dotted vertical line at the
+        threshold ``ln |F|`` of each curve.
+    """
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    plots.set_style()
+    fig, ax = plt.subplots(figsize=(7.4, 3.5))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    log2_sizes = sorted(curves["log2_spots"].unique())
+    colours = {v: palette[(3 + i) % len(palette)] for i, v in enumerate(log2_sizes)}
+    for key, part in curves.groupby("log2_spots", sort=True):
+        style = "-" if (part["method"] == "exact").all() else "--"
+        ax.plot(part["points_per_spot"], part["probability"], style, color=colours[key], linewidth=1.6,
+                label=f"$|\\mathcal{{F}}| = {part['spots'].iloc[0]}$")
+        ax.axvline(key * math.log(2.0), color=colours[key], linestyle=":", linewidth=1.0)
+    if simulated is not None and len(simulated):
+        for n, part in simulated.groupby("spots"):
+            ax.errorbar(part["points_per_spot"], part["simulated"], yerr=2 * part["std_error"], fmt="o",
+                        markersize=4, capsize=2, color=colours.get(math.log2(n), plots.CLEAN_OOD_COLOR),
+                        markerfacecolor="white", linewidth=1.0)
+        ax.plot([], [], "o", color="0.3", markerfacecolor="white", label="Monte Carlo (±2 s.e.)")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"OOD inputs per latent code, $|\Omega_{out}| / |\mathcal{F}|$")
+    ax.set_ylabel(r"$P(\mathcal{F}_{out} = \mathcal{F})$")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def spec_encoder_space(name: str, spec: "ModelSpec", input_bits: int = 8) -> EncoderSpace:
+    """The :class:`EncoderSpace` of the classifier a :class:`~oodlib.store.ModelSpec` describes (Section 2.2).
+
+    The model is built untrained (nothing is trained or loaded): only its input geometry, from the spec's
+    dataset, and its latent dimension are read.
+    """
+    from . import store
+
+    model = store.build_untrained(spec, store.input_geometry(store.training_data(spec, "test")))
+    return encoder_space(name, model, input_bits=input_bits)

@@ -6,17 +6,26 @@ import itertools
 import math
 
 import pytest
+import torch
 
 from oodlib.pigeonhole import (
     PAPER_ENCODERS,
     SPACE_TABLE_COLUMNS,
     EncoderSpace,
+    coverage_curves,
+    coverage_figure,
     coverage_probability,
     coverage_probability_asymptotic,
+    encoder_space,
+    format_count,
     log2_space_ratio,
     log_coverage_from_log2_sizes,
+    nearest_code_mape,
+    paper_scale_coverage,
     simulate_coverage,
+    simulation_table,
     space_table,
+    spec_encoder_space,
     stirling2,
 )
 
@@ -150,3 +159,78 @@ def test_invalid_arguments():
         coverage_probability(5.0, 2)
     with pytest.raises(ValueError):
         coverage_probability_asymptotic(5, 0)
+
+
+# --------------------------------------------------------------------------- the chapter's extensions
+
+
+def test_encoder_space_reads_model_sizes():
+    from oodlib.models import SmallCNN
+
+    enc = encoder_space("cnn", SmallCNN(1, 28, 10, latent_dim=64))
+    assert enc.input_shape == (1, 28, 28) and enc.latent_dim == 64
+    assert enc.log2_ratio == 32 * 64 - 8 * 784
+    with pytest.raises(TypeError):
+        encoder_space("linear", torch.nn.Linear(3, 2))
+
+
+def test_spec_encoder_space_reads_dataset_geometry():
+    from oodlib.store import ModelSpec
+
+    enc = spec_encoder_space("digits", ModelSpec.make("small_cnn", "digits", options={"latent_dim": 128}))
+    assert (enc.input_shape, enc.latent_dim) == ((1, 8, 8), 128)
+
+
+def test_paper_scale_coverage():
+    assert paper_scale_coverage(PAPER_ENCODERS[0], n_in_distribution=14_000_000) == 1.0
+    tiny = EncoderSpace("tiny", (1,), 4, 1, latent_bits=3)  # 16 inputs onto 8 codes: 2 per code
+    assert paper_scale_coverage(tiny) == pytest.approx(coverage_probability_asymptotic(16, 8), rel=1e-12)
+    with pytest.raises(ValueError):
+        paper_scale_coverage(tiny, n_in_distribution=16)
+
+
+def test_coverage_curves_exact_and_asymptotic():
+    curves = coverage_curves([10, 10**6, 2**16384], [1.0, 3.0, 20.0], exact_up_to=100)
+    assert len(curves) == 9
+    small = curves[curves["log2_spots"] == math.log2(10)]
+    assert (small["method"] == "exact").all()
+    assert small["probability"].tolist() == [coverage_probability(m, 10) for m in (10, 30, 200)]
+    big = curves[curves["log2_spots"] == 16384.0]
+    assert (big["method"] == "asymptotic").all() and big["probability"].tolist() == [0.0, 0.0, 0.0]
+    assert big["spots"].iloc[0] == "2^{16384}"
+    mid = curves[curves["log2_spots"] == math.log2(10**6)]
+    assert mid["probability"].iloc[2] == pytest.approx(coverage_probability_asymptotic(2e7, 1e6), rel=1e-9)
+
+
+def test_format_count():
+    assert format_count(999_999) == "999,999"
+    assert format_count(10**8) == "10^{8}"
+    assert format_count(2**512) == "2^{512}"
+
+
+def test_simulation_table_agrees():
+    table = simulation_table([(20, 8), (60, 20)], trials=5000, seed=2)
+    assert list(table.columns) == ["points", "spots", "points_per_spot", "exact", "simulated", "std_error", "z_score"]
+    assert (table["z_score"].abs() < 5).all()
+    assert table["exact"].iloc[0] == coverage_probability(20, 8)
+
+
+def test_nearest_code_mape():
+    reference = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    query = torch.tensor([[1.0, 0.1], [0.0, 2.0], [5.0, 5.0]])
+    expected = torch.tensor([0.05, 0.0, min((4 + 5) / 2 / 1, (5 + 3) / 2 / 2)], dtype=torch.float64)
+    assert torch.allclose(nearest_code_mape(query, reference, batch_size=2), expected)
+    with pytest.raises(ValueError):
+        nearest_code_mape(query, torch.zeros(2, 3))
+
+
+def test_coverage_figure_draws_curves_and_points():
+    curves = coverage_curves([10, 1000], [1.0, 2.0, 5.0, 10.0])
+    simulated = simulation_table([(20, 10)], trials=200)
+    fig = coverage_figure(curves, simulated)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert len(ax.get_legend().get_texts()) == 3
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -11,5 +11,6 @@ Use ``make_detector(name, model, **options)``; ``DETECTORS`` maps names to class
 from .base import DETECTORS, Detector, make_detector, register_detector
 from .glow import GlowNLL, InputComplexity
 from .msp import MSP
+from .reconstruction import ReconstructionError
 
-__all__ = ["DETECTORS", "Detector", "GlowNLL", "InputComplexity", "MSP", "make_detector", "register_detector"]
+__all__ = ["DETECTORS", "Detector", "GlowNLL", "InputComplexity", "MSP", "ReconstructionError", "make_detector", "register_detector"]

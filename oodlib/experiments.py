@@ -19,6 +19,7 @@ from .attack import AttackResult, ood_attack
 from .detectors import Detector, make_detector
 from .models import Classifier
 from .report import Results
+from .store import ModelSpec, get_model, model_info, training_data
 
 PAPER_IMAGE_VALUES = 3 * 224 * 224  # the ImageNet experiments' input size (Section 3.1)
 
@@ -124,3 +125,195 @@ def compare_variants(f, x_in: Tensor, x_start: Tensor, variants: dict[str, dict]
 def median_curve(result: AttackResult) -> tuple[Tensor, Tensor]:
     """(iterations, median MAPE over samples) of an attack's recorded history."""
     return result.iterations, result.mape_history.nanmedian(dim=1).values
+
+
+# --------------------------------------------------------------------------------------------------- figures, tables
+# Glue shared by the encoder chapters (Section 1 / Figure 1, Section 3.1 / Figures 2–4 and Table 1, Appendix B /
+# Figures 7–12): which samples a figure shows, what each figure and table row holds, and how it is labelled.
+
+START_LABELS: dict[str, str] = {"ct": "CT", "mr": "MR", "xray": "chest x-ray", "fundus": "fundus photo",
+                                "spiral": "colour spiral", "checker2": "2×2 checkerboard",
+                                "checker8": "8×8 checkerboard"}
+"""Display names of start images that differ from their key (``"xray"``, the paper's chest x-ray, has no offline
+image: it only labels the rows that say it was not reproduced)."""
+
+
+def start_label(name: str) -> str:
+    """Display name of a start image: ``"ct"`` → ``"CT"``, ``"fundus"`` → ``"fundus photo"``; others unchanged."""
+    return START_LABELS.get(name, name)
+
+
+def model_label(paper_name: str, arch: str, dataset: str, paper_arch: str, paper_dataset: str) -> str:
+    """How a results row names an encoder: the paper's name when the run uses the paper's own model and data
+    (``"ResNet-18"``), else the paper's name with the stand-in that replaces it
+    (``"ResNet-18 (stand-in: small_cnn on mnist5k)"``)."""
+    if arch == paper_arch and dataset == paper_dataset:
+        return paper_name
+    return f"{paper_name} (stand-in: {arch} on {dataset})"
+
+
+def example_indices(y: Tensor, n: int) -> list[int]:
+    """Indices of ``n`` samples to show in a figure: the first sample of each class in label order, so the rows
+    show different classes; when there are fewer than ``n`` classes, the next samples in order fill up."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0; got {n}")
+    labels = [int(v) for v in y.tolist()]
+    first: dict[int, int] = {}
+    for i, label in enumerate(labels):
+        first.setdefault(label, i)
+    chosen = [first[c] for c in sorted(first)][:n]
+    taken = set(chosen)
+    rest = [i for i in range(len(labels)) if i not in taken]
+    return chosen + rest[:n - len(chosen)]
+
+
+def panel_inputs(x_in: Tensor, run: StartRun, index: list[int]) -> dict[str, Tensor]:
+    """The keyword arguments of :func:`oodlib.plots.attack_panel` for the samples ``index`` of one start run
+    (the paper's Figures 1, 2, 7, 10 and 12: image, start image, attacked image and their codes)."""
+    idx = torch.as_tensor(index, dtype=torch.long)
+    return {"x_in": x_in[idx], "x_start": run.x_start[idx], "x_attacked": run.x_attacked[idx],
+            "z_in": run.z_in[idx], "z_start": run.z_start[idx], "z_attacked": run.z_attacked[idx],
+            "mapes": run.mape[idx]}
+
+
+def image_rows(x_in: Tensor, runs: dict[str, StartRun], index: list[int], shared_start: bool = True
+               ) -> dict[str, Tensor]:
+    """Rows for :func:`oodlib.plots.image_grid`, so a reader can judge whether the attacked images are still
+    out-of-distribution: the in-distribution images, then
+
+    - ``shared_start=True`` (runs from the same start images, e.g. one per encoder): one row of start images and
+      one row of attacked images per run, labelled by the run's key;
+    - ``shared_start=False`` (runs from different start images): a start row and an attacked row per run.
+    """
+    if not runs:
+        raise ValueError("give at least one run")
+    idx = torch.as_tensor(index, dtype=torch.long)
+    rows = {"ID": x_in[idx]}
+    if shared_start:
+        rows["start"] = next(iter(runs.values())).x_start[idx]
+        rows.update({label: run.x_attacked[idx] for label, run in runs.items()})
+        return rows
+    for label, run in runs.items():
+        rows[f"{label}\nstart"] = run.x_start[idx]
+        rows[f"{label}\nattacked"] = run.x_attacked[idx]
+    return rows
+
+
+def mape_panels(runs: dict[str, StartRun]) -> dict[str, Tensor]:
+    """Per-sample MAPE of each start run, keyed by a panel title naming the start image and ε (the MAPE
+    histograms of Figures 3, 4, 8, 9 and 11)."""
+    return {f"{start_label(run.start)} start, ε = {run.eps:g}": run.mape for run in runs.values()}
+
+
+def mape_summary(runs: dict[str, StartRun]) -> list[list]:
+    """One table row per start run: start image, ε, the root-mean-square change per input value it allows,
+    median MAPE, the fractions of MAPE below 0.1% (the paper's threshold) and below 1%, and the mean L2 distance
+    ``||x_out - x'_out||`` the attack actually travelled."""
+    rows = []
+    for run in runs.values():
+        n_values = run.x_start[0].numel()
+        travelled = (run.x_attacked - run.x_start).flatten(1).norm(dim=1).mean()
+        rows.append([start_label(run.start), f"{run.eps:g}", rms_per_value(run.eps, n_values),
+                     float(run.mape.median()), run.fraction_below, metrics.mape_fraction_below(run.mape, 1e-2),
+                     float(travelled)])
+    return rows
+
+
+MAPE_SUMMARY_HEADER: list[str] = ["start image", "ε (L2)", "RMS change per value", "median MAPE",
+                                  "fraction MAPE < 0.1%", "fraction MAPE < 1%", "mean ‖x_out − x'_out‖₂"]
+"""Column names of :func:`mape_summary`."""
+
+
+def auroc_rows(table: dict[str, dict[str, float]], paper: dict[str, float | None] | None = None) -> list[list]:
+    """Table-1-style rows from :func:`msp_table`: start image, MSP AUROC before and after the attack, and the
+    paper's value (after the attack) where it reports one; "not reproduced" rows for paper starts missing from
+    ``table`` (the chest x-ray)."""
+    paper = paper or {}
+    rows = [[start_label(name), "not reproduced", "not reproduced", paper[name]]
+            for name in paper if name not in table]
+    rows += [[start_label(name) if name != "natural images" else "natural-image OOD set", values["clean"],
+              values["attacked"] if name != "natural images" else "not attacked", paper.get(name)]
+             for name, values in table.items()]
+    return [[cell if cell is not None else "—" for cell in row] for row in rows]
+
+
+AUROC_HEADER: list[str] = ["OOD samples", "MSP AUROC, clean", "MSP AUROC, attacked", "paper (attacked)"]
+"""Column names of :func:`auroc_rows`."""
+
+
+def add_auroc_rows(results: Results, item_prefix: str, table: dict[str, dict[str, float]],
+                   paper: dict[str, float | None], note: str = "", missing_note: str = "") -> None:
+    """Results rows "<prefix>, <start> start": the MSP AUROC after the attack beside the paper's (Table 1), the
+    AUROC before the attack (no paper value), and a row with ``measured=None`` for each paper start image that
+    was not run (``missing_note`` says why)."""
+    for name, value in paper.items():
+        if name not in table:
+            results.add(f"{item_prefix}, {start_label(name)} start", "MSP AUROC (attacked)", None, paper=value,
+                        note=missing_note)
+    for name, values in table.items():
+        if name == "natural images":
+            results.add(f"{item_prefix}, natural-image OOD set", "MSP AUROC (clean)", values["clean"], note=note)
+            continue
+        results.add(f"{item_prefix}, {start_label(name)} start", "MSP AUROC (attacked)", values["attacked"],
+                    paper=paper.get(name), note=note)
+        results.add(f"{item_prefix}, {start_label(name)} start", "MSP AUROC (clean)", values["clean"], note=note)
+
+
+def attack_configs(model: Classifier, x_in: Tensor, configs: dict[str, tuple[str, float]], *, steps: int,
+                   seed: int = 0, **attack_options) -> dict[str, StartRun]:
+    """:func:`attack_from_start` for each named ``(start image, ε)`` configuration — unlike
+    :func:`attack_from_starts`, one start image may appear at several budgets (Appendix B.3 at two values of ε)."""
+    return {name: attack_from_start(model, x_in, start, eps=eps, steps=steps, seed=seed, **attack_options)
+            for name, (start, eps) in configs.items()}
+
+
+@dataclass
+class EncoderStudy:
+    """One encoder under the attack (a section of Appendix B): the model, its test accuracy, the attacked test
+    images per configuration, and the MSP detector's AUROCs (:func:`msp_table`) with a natural-image OOD set."""
+
+    model: Classifier
+    accuracy: float
+    test: data.ImageSet
+    runs: dict[str, StartRun]
+    msp: dict[str, dict[str, float]]
+
+
+def run_study(spec: ModelSpec, configs: dict[str, tuple[str, float]], *, n_samples: int, steps: int,
+              n_natural: int, seed: int = 0, device: str = "auto", **attack_options) -> EncoderStudy:
+    """The Section 3.1 pipeline for one classifier: get the model of ``spec`` from the store, take ``n_samples``
+    of its test split (class-restricted as the spec says), attack them from each ``(start image, ε)`` of
+    ``configs`` (:func:`attack_configs`), and measure the MSP AUROC before and after the attack, plus against
+    ``n_natural`` natural-image OOD crops (:func:`oodlib.data.natural_ood_set`)."""
+    model = get_model(spec, device=device)
+    test = training_data(spec, "test").subset(n_samples, seed=seed)
+    runs = attack_configs(model, test.x, configs, steps=steps, seed=seed, **attack_options)
+    natural = data.natural_ood_set(n_natural, size=test.x.shape[-1], channels=test.x.shape[1], seed=seed)
+    info = model_info(spec) or {}
+    return EncoderStudy(model=model, accuracy=float(info.get("test_accuracy", float("nan"))), test=test,
+                        runs=runs, msp=msp_table(model, test.x, runs, natural))
+
+
+STUDY_HEADER: list[str] = [*MAPE_SUMMARY_HEADER[:-1], "MSP AUROC, clean", "MSP AUROC, attacked"]
+"""Column names of :func:`study_rows`."""
+
+
+def study_rows(study: EncoderStudy) -> list[list]:
+    """One table row per configuration of a study: :func:`mape_summary` (without the distance travelled) and the
+    MSP AUROC before and after the attack; a last row for the natural-image OOD set (clean only)."""
+    rows = [[name, *summary[1:-1], study.msp[name]["clean"], study.msp[name]["attacked"]]
+            for name, summary in zip(study.runs, mape_summary(study.runs))]
+    natural = study.msp.get("natural images")
+    if natural is not None:
+        rows.append(["natural-image OOD set", *["—"] * (len(MAPE_SUMMARY_HEADER) - 2), natural["clean"],
+                     "not attacked"])
+    return rows
+
+
+def add_run_rows(results: Results, item_prefix: str, runs: dict[str, StartRun], note: str = "") -> None:
+    """Results rows "<prefix>, <start> start, ε = <ε>" with the fraction of MAPE < 0.1% and the median MAPE of
+    each run (the paper's MAPE histograms give no number, only the claim that most values are below 0.1%)."""
+    for run in runs.values():
+        item = f"{item_prefix}, {start_label(run.start)} start, ε = {run.eps:g}"
+        results.add(item, "fraction of MAPE < 0.1%", run.fraction_below, note=note)
+        results.add(item, "median MAPE", run.mape.median(), note=note)

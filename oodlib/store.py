@@ -208,6 +208,8 @@ class ModelStore:
                         verbose: bool) -> models.Classifier:
         train, test = training_data(spec, "train"), training_data(spec, "test")
         geometry = input_geometry(train)
+        if spec.recipe == "pretrained":  # torchvision's ImageNet weights keep their 1000-class head
+            geometry["num_classes"] = 1000
         model = build_untrained(spec, geometry).to(dev)
         if verbose:
             print(f"training {spec.label} for {spec.epochs} epochs on {len(train)} images ...")

@@ -1,0 +1,144 @@
+"""The encoder-chapter pipeline (oodlib.experiments): attack per start image, Table 1's MSP AUROCs, and the
+figure/table glue of Section 1, Section 3.1 and Appendix B."""
+
+import math
+
+import pytest
+import torch
+
+from oodlib import experiments
+from oodlib.models import SmallCNN
+from oodlib.report import Results
+from oodlib.store import ModelSpec
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return SmallCNN(in_channels=1, image_size=12, num_classes=3, width=4, latent_dim=8).eval()
+
+
+@pytest.fixture(scope="module")
+def x_in():
+    return torch.rand(6, 1, 12, 12, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope="module")
+def runs(model, x_in):
+    return experiments.attack_from_starts(model, x_in, ["ct", "noise"], [2.0, 3.0], steps=8, seed=0)
+
+
+def test_scale_eps_keeps_the_rms_per_value():
+    eps = experiments.scale_eps(10.0, 784, paper_values=3 * 32 * 32)
+    assert experiments.rms_per_value(eps, 784) == pytest.approx(experiments.rms_per_value(10.0, 3 * 32 * 32))
+
+
+def test_attack_from_starts_pairs_every_sample(runs, x_in):
+    assert list(runs) == ["ct", "noise"]
+    ct, noise = runs["ct"], runs["noise"]
+    assert ct.x_attacked.shape == x_in.shape and ct.mape.shape == (6,)
+    assert torch.equal(ct.x_start[0], ct.x_start[5])  # one CT image for every pair
+    assert not torch.equal(noise.x_start[0], noise.x_start[1])  # independent noise per pair
+    assert ((noise.x_attacked - noise.x_start).flatten(1).norm(dim=1) <= 3.0 + 1e-4).all()
+    assert 0.0 <= ct.fraction_below <= 1.0
+
+
+def test_attack_from_starts_needs_one_eps_per_start(model, x_in):
+    with pytest.raises(ValueError, match="one ε per start image"):
+        experiments.attack_from_starts(model, x_in, ["ct", "noise"], [2.0], steps=2)
+
+
+def test_msp_table_with_natural_set(model, x_in, runs):
+    table = experiments.msp_table(model, x_in, runs, x_natural=torch.rand(5, 1, 12, 12))
+    assert set(table) == {"ct", "noise", "natural images"}
+    assert all(0.0 <= table[s][k] <= 1.0 for s in ("ct", "noise") for k in ("clean", "attacked"))
+    assert math.isnan(table["natural images"]["attacked"])
+
+
+def test_start_and_model_labels():
+    assert experiments.start_label("ct") == "CT"
+    assert experiments.start_label("camera") == "camera"
+    assert experiments.model_label("ResNet-18", "resnet18", "imagenet_val", "resnet18", "imagenet_val") == "ResNet-18"
+    assert experiments.model_label("ResNet-18", "small_cnn", "mnist5k", "resnet18", "imagenet_val") == (
+        "ResNet-18 (stand-in: small_cnn on mnist5k)")
+
+
+def test_example_indices_show_distinct_classes_first():
+    y = torch.tensor([2, 2, 0, 1, 0, 1])
+    assert experiments.example_indices(y, 3) == [2, 3, 0]
+    assert experiments.example_indices(y, 5) == [2, 3, 0, 1, 4]
+    assert experiments.example_indices(torch.tensor([1, 1, 1]), 2) == [0, 1]
+    with pytest.raises(ValueError):
+        experiments.example_indices(y, -1)
+
+
+def test_panel_inputs_and_image_rows_select_the_samples(x_in, runs):
+    panel = experiments.panel_inputs(x_in, runs["noise"], [4, 1])
+    assert set(panel) == {"x_in", "x_start", "x_attacked", "z_in", "z_start", "z_attacked", "mapes"}
+    assert torch.equal(panel["x_attacked"][0], runs["noise"].x_attacked[4])
+    assert torch.equal(panel["mapes"], runs["noise"].mape[[4, 1]])
+    rows = experiments.image_rows(x_in, {"A": runs["ct"], "B": runs["noise"]}, [0, 2])
+    assert list(rows) == ["ID", "start", "A", "B"]
+    assert torch.equal(rows["start"], runs["ct"].x_start[[0, 2]])
+    rows = experiments.image_rows(x_in, {"CT": runs["ct"], "noise": runs["noise"]}, [0, 2], shared_start=False)
+    assert list(rows) == ["ID", "CT\nstart", "CT\nattacked", "noise\nstart", "noise\nattacked"]
+    assert torch.equal(rows["noise\nstart"], runs["noise"].x_start[[0, 2]])
+    with pytest.raises(ValueError):
+        experiments.image_rows(x_in, {}, [0])
+
+
+def test_mape_panels_and_summary(runs):
+    panels = experiments.mape_panels(runs)
+    assert list(panels) == ["CT start, ε = 2", "noise start, ε = 3"]
+    rows = experiments.mape_summary(runs)
+    assert len(rows) == 2 and len(rows[0]) == len(experiments.MAPE_SUMMARY_HEADER)
+    label, eps, rms, median, below_01, below_1, travelled = rows[1]
+    assert (label, eps) == ("noise", "3")
+    assert rms == pytest.approx(3.0 / 12)
+    assert median == pytest.approx(float(runs["noise"].mape.median()))
+    assert 0.0 <= below_01 <= below_1 <= 1.0
+    assert 0.0 < travelled <= 3.0 + 1e-4
+
+
+def test_auroc_rows_and_results_rows_mark_the_missing_start():
+    table = {"ct": {"clean": 0.8, "attacked": 0.55}, "natural images": {"clean": 0.9, "attacked": float("nan")}}
+    paper = {"xray": 0.643, "ct": 0.633, "noise": 0.5}
+    rows = experiments.auroc_rows(table, paper)
+    assert rows[0][1] == "not reproduced"
+    assert rows[-1] == ["natural-image OOD set", 0.9, "not attacked", "—"]
+    results = Results()
+    experiments.add_auroc_rows(results, "Table 1: ResNet-18", table, paper, missing_note="no x-ray")
+    by_item = {(r.item, r.metric): r for r in results.rows}
+    assert by_item[("Table 1: ResNet-18, chest x-ray start", "MSP AUROC (attacked)")].measured is None
+    assert by_item[("Table 1: ResNet-18, CT start", "MSP AUROC (attacked)")].paper == 0.633
+    assert by_item[("Table 1: ResNet-18, natural-image OOD set", "MSP AUROC (clean)")].measured == 0.9
+    assert ("Table 1: ResNet-18, noise start", "MSP AUROC (attacked)") in by_item  # noise missing from table
+
+
+def test_attack_configs_allow_one_start_at_two_budgets(model, x_in):
+    runs = experiments.attack_configs(model, x_in, {"small": ("noise", 0.5), "large": ("noise", 4.0)}, steps=4)
+    assert [r.eps for r in runs.values()] == [0.5, 4.0]
+    assert torch.equal(runs["small"].x_start, runs["large"].x_start)  # same seed, same noise
+    assert ((runs["small"].x_attacked - runs["small"].x_start).flatten(1).norm(dim=1) <= 0.5 + 1e-4).all()
+
+
+def test_run_study_on_a_tiny_cached_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("OODLIB_CACHE", str(tmp_path))
+    spec = ModelSpec.make("small_cnn", "digits", epochs=1, seed=0, classes=[0, 1, 2],
+                          options={"width": 4, "latent_dim": 8})
+    study = experiments.run_study(spec, {"CT": ("ct", 1.0), "noise": ("noise", 2.0)}, n_samples=10, steps=3,
+                                  n_natural=6, seed=0, device="cpu")
+    assert study.test.x.shape == (10, 1, 8, 8) and set(study.test.y.tolist()) <= {0, 1, 2}
+    assert 0.0 <= study.accuracy <= 1.0
+    assert list(study.runs) == ["CT", "noise"] and study.runs["CT"].z_in.shape == (10, 8)
+    assert set(study.msp) == {"CT", "noise", "natural images"}
+    rows = experiments.study_rows(study)
+    assert [r[0] for r in rows] == ["CT", "noise", "natural-image OOD set"]
+    assert all(len(r) == len(experiments.STUDY_HEADER) for r in rows)
+    assert rows[1][1] == "2" and rows[1][-1] == study.msp["noise"]["attacked"]
+    assert rows[2][-1] == "not attacked"
+    results = Results()
+    experiments.add_run_rows(results, "Figure 8: X", study.runs, note="n")
+    assert [(r.item, r.metric) for r in results.rows[:2]] == [
+        ("Figure 8: X, CT start, ε = 1", "fraction of MAPE < 0.1%"), ("Figure 8: X, CT start, ε = 1", "median MAPE")]
+    assert results.rows[3].measured == pytest.approx(float(study.runs["noise"].mape.median()))

@@ -26,7 +26,7 @@ class ParameterError(ValueError):
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    from . import data, detectors, models
+    from . import data, defenses, detectors, models  # noqa: F401  (defenses registers ATOM and BAL)
 
     return {"dataset": tuple(data.DATASETS), "arch": tuple(models.ARCHS), "detector": tuple(detectors.DETECTORS),
             "start image": tuple(data.START_IMAGES), "profile": PROFILES,

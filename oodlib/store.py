@@ -71,7 +71,7 @@ class ModelSpec:
         return dict(self.recipe_options).get(name, default)
 
     def validate(self) -> None:
-        from . import detectors  # noqa: F401  (importing registers the detectors' training recipes)
+        from . import defenses, detectors  # noqa: F401  (importing registers their training recipes)
 
         if self.arch not in models.ARCHS:
             raise ValueError(f"unknown architecture {self.arch!r}; valid choices: {', '.join(models.ARCHS)}")

@@ -1,0 +1,155 @@
+"""Deep Ensembles (Lakshminarayanan, Pritzel & Blundell, NeurIPS 2017) — the detector of the attack paper's
+Appendix F.
+
+``M`` classifiers trained independently (random initialisation and data order per member; each with a proper
+scoring rule plus adversarial training in the original) predict the average of their softmax outputs,
+``p̄(y|x) = (1/M) Σ_m softmax(f_m(x))``. The attack paper (Appendix F.1) scores with the **entropy** of ``p̄`` — an
+OOD score, large for an outlier — and attacks the concatenation of the members' logits (Appendix F.2, six
+adversarially trained CIFAR-10 models of Ding et al. 2020). :class:`DeepEnsemble` negates the entropy.
+
+:class:`EnsembleClassifier` holds the members and predicts ``log p̄``. The members come from the model store:
+:func:`member_specs` turns one spec into ``M`` specs that differ only in their seed, and the ``"deep_ensemble"``
+recipe (:func:`train_ensemble_member`) trains one member as in Lakshminarayanan et al. (NLL + fast-gradient-sign
+adversarial training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..training import minibatches, register_recipe
+from .base import Detector, register_detector
+
+if TYPE_CHECKING:
+    from ..data import ImageSet
+    from ..store import ModelSpec
+
+ADVERSARIAL_EPS = 0.01
+"""Fast-gradient-sign step of the members' adversarial training: 1% of the input range, as Lakshminarayanan et al.
+(2017) chose it; here in [0, 1] pixel units."""
+
+
+def member_specs(spec: "ModelSpec", n_members: int) -> list["ModelSpec"]:
+    """``n_members`` copies of ``spec`` with seeds ``spec.seed, spec.seed + 1, ...``: independently initialised
+    and shuffled members of one ensemble (Lakshminarayanan et al. 2017, Section 2.4)."""
+    if n_members < 1:
+        raise ValueError(f"an ensemble needs at least one member, got n_members={n_members}")
+    return [dataclasses.replace(spec, seed=spec.seed + m) for m in range(n_members)]
+
+
+def mean_log_probabilities(logits: Tensor) -> Tensor:
+    """``log p̄`` of the ensemble, shape (N, K), from the members' logits (M, N, K):
+    ``logsumexp_m log_softmax(l_m) − log M`` — the log of the mean softmax without underflow."""
+    return torch.logsumexp(torch.log_softmax(logits, dim=-1), dim=0) - math.log(logits.shape[0])
+
+
+def predictive_entropy(log_p: Tensor) -> Tensor:
+    """Entropy ``−Σ_k p_k log p_k`` of each row of log-probabilities (N, K), shape (N,)."""
+    return -(log_p.exp() * log_p).sum(dim=1)
+
+
+class EnsembleClassifier(nn.Module):
+    """The members of a deep ensemble as one classifier whose output is ``log p̄(y|x)``, shape (N, K), the log of
+    the members' average softmax (Lakshminarayanan et al. 2017, Section 2.4), so that ``argmax`` is the
+    ensemble's prediction and ``softmax`` of the output is ``p̄``.
+
+    Parameters
+    ----------
+    models
+        The members: classifiers returning logits over the same classes.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(models) == 0:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(models)
+        self.in_channels = getattr(self.members[0], "in_channels", None)
+
+    def member_logits(self, x: Tensor) -> Tensor:
+        """Every member's logits, shape (M, N, K)."""
+        return torch.stack([member(x) for member in self.members])
+
+    def concatenated_logits(self, x: Tensor) -> Tensor:
+        """The members' logits side by side, shape (N, M·K): the attack's ``f(x)`` in Appendix F.2."""
+        return torch.cat([member(x) for member in self.members], dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return mean_log_probabilities(self.member_logits(x))
+
+
+@register_detector
+class DeepEnsemble(Detector):
+    """Deep-ensemble predictive entropy — Lakshminarayanan, Pritzel & Blundell (2017), *Simple and Scalable
+    Predictive Uncertainty Estimation using Deep Ensembles*, scored as in the attack paper's Appendix F.1.
+
+    In-score ``−H(p̄(·|x))``: the **negated** entropy of the members' average softmax (the paper's OOD score is
+    the entropy). The attack's target (Appendix F.2) is :meth:`EnsembleClassifier.concatenated_logits` of
+    ``self.model``.
+
+    Parameters
+    ----------
+    model
+        An :class:`EnsembleClassifier`, or the members themselves (a sequence of classifiers), which are wrapped
+        in one.
+    """
+
+    name = "deep_ensemble"
+    paper = "Lakshminarayanan, Pritzel & Blundell, NeurIPS 2017"
+
+    def __init__(self, model: EnsembleClassifier | Sequence[nn.Module]) -> None:
+        super().__init__(model if isinstance(model, EnsembleClassifier) else EnsembleClassifier(model))
+
+    def score(self, x: Tensor) -> Tensor:
+        return -predictive_entropy(self.model(x))
+
+
+def fgsm_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """Fast-gradient-sign adversarial examples ``clamp(x + ε · sign ∇ₓ NLL(model(x), y), 0, 1)``, detached
+    (the adversarial training of Lakshminarayanan et al. 2017, after Goodfellow et al. 2015)."""
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+
+@register_recipe("deep_ensemble")
+def train_ensemble_member(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: torch.device) -> dict:
+    """Train one ensemble member as Lakshminarayanan et al. (2017), Algorithm 1: the NLL of each batch plus the
+    NLL of its fast-gradient-sign adversarial examples (``adv_eps``, default :data:`ADVERSARIAL_EPS`), with the
+    member's own random initialisation and data order (both from ``spec.seed``). Optimiser as the ``"standard"``
+    recipe: Adam (``lr`` default 3e-3), batch ``batch_size`` (default 64), cosine decay over ``spec.epochs``.
+
+    Returns
+    -------
+    dict
+        ``final_train_loss`` (mean of the last 10 steps, clean + adversarial NLL) and ``train_seconds``.
+    """
+    lr, batch_size = spec.option("lr", 3e-3), spec.option("batch_size", 64)
+    adv_eps = spec.option("adv_eps", ADVERSARIAL_EPS)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    n_steps = spec.epochs * -(-len(train) // batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1))
+    gen = torch.Generator().manual_seed(spec.seed)
+    x_all, y_all = train.x.to(device), train.y.to(device)
+    start, losses = time.perf_counter(), []
+    model.train()
+    for _ in range(spec.epochs):
+        for idx in minibatches(len(train), batch_size, gen):
+            x, y = x_all[idx.to(device)], y_all[idx.to(device)]
+            x_adv = fgsm_examples(model, x, y, adv_eps)
+            loss = F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+    model.eval()
+    return {"final_train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
+            "train_seconds": time.perf_counter() - start}

@@ -68,9 +68,9 @@ eps = {d: {budget: experiments.scale_eps(budget, x_in[d][0].numel(), PAPER_VALUE
            for budget in (eps_paper, eps_paper_large)} for d in datasets}
 x_natural = {d: data.natural_ood_set(n_ood, **geometry[d], seed=seed) for d in datasets}
 starts = {d: {start: data.start_batch(start, n_samples, **geometry[d], seed=seed),
-              "natural image": data.natural_ood_set(n_samples, **geometry[d], seed=seed + 1)} for d in datasets}
+              "natural crop": data.natural_ood_set(n_samples, **geometry[d], seed=seed + 1)} for d in datasets}
 large = f"{start}, ε ×{eps_paper_large / eps_paper:g}"
-attacks = {d: {start: (start, eps_paper), "natural image": ("natural image", eps_paper),
+attacks = {d: {start: (start, eps_paper), "natural crop": ("natural crop", eps_paper),
                large: (start, eps_paper_large)} for d in datasets}
 main = datasets[0]
 shown = experiments.example_indices(paired[main].y, 8)
@@ -131,30 +131,34 @@ glue_figure("fig_outliers", fig)
 
 # %%
 score_names = {"OE score": "outlier_exposure", "MSP": "msp"}
-clean_sets = {d: {"natural images": x_natural[d], **starts[d]} for d in datasets}
+clean_sets = {d: {"natural-image OOD set": x_natural[d], **starts[d]} for d in datasets}
 clean = {(d, m, s): {set_name: experiments.detector_auroc(make_detector(name, model), tests[d].x, x_out)
                      for set_name, x_out in clean_sets[d].items()}
          for d in datasets for m, model in models[d].items() for s, name in score_names.items()}
 for (d, m, s), values in clean.items():
-    results.add(f"Appendix E: {d}, {m} model, {s}, clean natural images", "AUROC", values["natural images"])
-glue_value("clean_oe_natural", clean[main, "Outlier Exposure", "OE score"]["natural images"])
-glue_value("clean_std_natural", clean[main, "standard", "MSP"]["natural images"])
+    results.add(f"Appendix E: {d}, {m} model, {s}, clean natural images", "AUROC", values["natural-image OOD set"])
+glue_value("clean_oe_natural", clean[main, "Outlier Exposure", "OE score"]["natural-image OOD set"])
+glue_value("clean_std_natural", clean[main, "standard", "MSP"]["natural-image OOD set"])
+glue_value("clean_std_oe_natural", clean[main, "standard", "OE score"]["natural-image OOD set"])
 glue_value("clean_oe_noise", clean[main, "Outlier Exposure", "OE score"][start])
-glue_value("clean_oe_crops", clean[main, "Outlier Exposure", "OE score"]["natural image"])
+glue_value("clean_oe_crops", clean[main, "Outlier Exposure", "OE score"]["natural crop"])
 markdown_table(["ID set", "model", "score", "test accuracy", *[f"AUROC vs {s}" for s in clean_sets[main]]],
                [[d, m, s, model_info(model_specs[d][m])["test_accuracy"], *values.values()]
                 for (d, m, s), values in clean.items()],
-               caption=f"Clean detection: AUROC (ID positive, in-scores) of the whole test set against "
-                       f"{n_ood} natural-image crops, the {n_samples} {start} start images and the {n_samples} "
-                       f"natural-image start crops, before the attack (profile {profile})",
+               caption=f"Clean detection: AUROC (ID positive, in-scores) of the whole test set against the "
+                       f"{n_ood} natural-image crops of the OOD set, the {n_samples} {start} start images and the "
+                       f"{n_samples} natural-crop start images, before the attack (profile {profile})",
                name="tbl-e-clean")
 
 # %% [markdown]
 # Outlier Exposure does what it is for: on {glue:text}`n_ood` natural-image crops from photographs it never saw,
 # its score reaches an AUROC of {glue:text}`clean_oe_natural:.3f` against {glue:text}`clean_std_natural:.3f` for
-# the MSP of the standard model ({numref}`tbl-e-clean`). Uniform noise is another matter on MNIST-5k: the models
-# score the noise images as *more* in-distribution than the test digits (AUROC {glue:text}`clean_oe_noise:.3f`),
-# a known failure of MNIST classifiers that the photographic outliers do not fix. An AUROC near 0 is a perfect
+# the MSP of the standard model ({numref}`tbl-e-clean`). The score needs the training: on the standard model it is
+# inverted ({glue:text}`clean_std_oe_natural:.3f`), because $\operatorname{LSE}(l) - \operatorname{mean}(l)$ grows
+# with the spread of the logits, and without Outlier Exposure the crops get more spread-out logits than the digits.
+# Uniform noise is another matter on MNIST-5k: the models score the noise images as *more* in-distribution than the
+# test digits (AUROC {glue:text}`clean_oe_noise:.3f`), a known failure of MNIST classifiers that the photographic
+# outliers do not fix. An AUROC near 0 is a perfect
 # separation with the wrong sign, not an absence of signal; the attack's aim is an AUROC of 0.5, where no threshold
 # on either side separates the two sets. The natural-image start crops, which the detector does reject before the
 # attack ({glue:text}`clean_oe_crops:.3f`), are attacked as well.
@@ -182,7 +186,7 @@ for (d, a), summary in attacked.items():
     else:
         results.add(f"Appendix E (extension): {d}, {a} start", "AUROC, attacked", summary["auroc"], note=note)
     results.add(f"Appendix E: {d}, {a} start", "median MAPE of the logits", runs[d, a].mape.median())
-for a, label in {start: "noise", "natural image": "crops", large: "large"}.items():
+for a, label in {start: "noise", "natural crop": "crops", large: "large"}.items():
     glue_value(f"auroc_{label}", attacked[main, a]["auroc"])
     glue_value(f"mape_{label}", runs[main, a].mape.median())
 markdown_table(["ID set", "start", "ε", "paper (Table 5)", "AUROC, start images", "AUROC, attacked", "AUPR-In",
@@ -213,15 +217,15 @@ markdown_table(["ID set", "start", "ε", "paper (Table 5)", "AUROC, start images
 fig = plots.score_histogram(score_in[main], score_attacked[main, start], score_out_clean=score_start[main, start],
                             xlabel="OE in-score  LSE(l) − mean(l)", auroc=attacked[main, start]["auroc"])
 glue_figure("fig_hist_noise", fig)
-fig = plots.score_histogram(score_in[main], score_attacked[main, "natural image"],
-                            score_out_clean=score_start[main, "natural image"],
-                            xlabel="OE in-score  LSE(l) − mean(l)", auroc=attacked[main, "natural image"]["auroc"])
+fig = plots.score_histogram(score_in[main], score_attacked[main, "natural crop"],
+                            score_out_clean=score_start[main, "natural crop"],
+                            xlabel="OE in-score  LSE(l) − mean(l)", auroc=attacked[main, "natural crop"]["auroc"])
 glue_figure("fig_hist_crops", fig)
 fig = plots.image_grid({"ID $x_{in}$": x_in[main][shown], f"{start} start": starts[main][start][shown],
                         f"attacked ({start})": runs[main, start].x[shown],
                         f"attacked (ε ×{eps_paper_large / eps_paper:g})": runs[main, large].x[shown],
-                        "natural start": starts[main]["natural image"][shown],
-                        "attacked (natural)": runs[main, "natural image"].x[shown]}, n=8)
+                        "natural-crop start": starts[main]["natural crop"][shown],
+                        "attacked (crop)": runs[main, "natural crop"].x[shown]}, n=8)
 glue_figure("fig_images", fig)
 
 # %% [markdown]

@@ -85,9 +85,9 @@ eps = {d: {budget: experiments.scale_eps(budget, x_in[d][0].numel(), PAPER_VALUE
            for budget in (eps_paper, eps_paper_large)} for d in datasets}
 x_natural = {d: data.natural_ood_set(n_ood, **geometry[d], seed=seed) for d in datasets}
 starts = {d: {start: data.start_batch(start, n_samples, **geometry[d], seed=seed),
-              "natural image": data.natural_ood_set(n_samples, **geometry[d], seed=seed + 1)} for d in datasets}
+              "natural crop": data.natural_ood_set(n_samples, **geometry[d], seed=seed + 1)} for d in datasets}
 large = f"{start}, ε ×{eps_paper_large / eps_paper:g}"
-attacks = {d: {start: (start, eps_paper), "natural image": ("natural image", eps_paper),
+attacks = {d: {start: (start, eps_paper), "natural crop": ("natural crop", eps_paper),
                large: (start, eps_paper_large)} for d in datasets}
 main = datasets[0]
 shown = experiments.example_indices(paired[main].y, 8)
@@ -120,16 +120,16 @@ profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "
                           f"for 100 epochs and attacked every test image with N = 10⁴ iterations. Here a {arch} "
                           f"(with batch norm) and a small DCGAN are trained with the same joint loss for {epochs} "
                           f"epochs on {', '.join(datasets)}, and {n_samples} test images per dataset are attacked "
-                          f"for N = {steps} iterations. ε is given at the paper's image size (32×32×3) and scaled to "
-                          f"keep its root-mean-square change per value: ε = {eps_paper:g} becomes {scaled}.")
+                          f"for N = {steps} iterations. ε is given at the paper's image size (32×32×3) and scaled "
+                          f"to keep its root-mean-square change per value: ε = {eps_paper:g} becomes {scaled}.")
 
 # %% [markdown]
 # ## The small budget
 #
 # The recipe `"confidence_calibrated"` runs the reference's three steps on every batch with β =
 # {glue:text}`beta_main` (the reference's CIFAR-10 value; for SVHN the reference script keeps its default β = 1) and
-# Adam at {glue:text}`gan_lr` for G and D as in the reference. What makes it run on one CPU core in about a
-# minute: {glue:text}`epochs` epochs instead of 100; a DCGAN with two transposed-convolution stages of widths
+# Adam at {glue:text}`gan_lr` for G and D as in the reference. What keeps it small enough for one CPU core:
+# {glue:text}`epochs` epochs instead of 100; a DCGAN with two transposed-convolution stages of widths
 # {glue:text}`gan_width_2` and {glue:text}`gan_width` and a {glue:text}`gan_latent`-dimensional latent (reference:
 # three stages of widths 512 to 128 and a 100-dimensional latent); and a classifier learning rate of
 # {glue:text}`classifier_lr` with cosine decay instead of 0.0002 with a step decay at epoch 60. The small CNN keeps
@@ -147,22 +147,23 @@ profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "
 # images.
 
 # %%
-clean_sets = {d: {"natural images": x_natural[d], **starts[d]} for d in datasets}
+clean_sets = {d: {"natural-image OOD set": x_natural[d], **starts[d]} for d in datasets}
 clean = {(d, m): {set_name: experiments.detector_auroc(make_detector("msp", model), tests[d].x, x_out)
                   for set_name, x_out in clean_sets[d].items()}
          for d in datasets for m, model in models[d].items()}
 for (d, m), values in clean.items():
-    results.add(f"Appendix G: {d}, {m} model, clean natural images", "MSP AUROC", values["natural images"])
-glue_value("clean_cc_natural", clean[main, "confidence-calibrated"]["natural images"])
-glue_value("clean_std_natural", clean[main, "standard"]["natural images"])
+    results.add(f"Appendix G: {d}, {m} model, clean natural images", "MSP AUROC", values["natural-image OOD set"])
+glue_value("clean_cc_natural", clean[main, "confidence-calibrated"]["natural-image OOD set"])
+glue_value("clean_std_natural", clean[main, "standard"]["natural-image OOD set"])
 glue_value("clean_cc_noise", clean[main, "confidence-calibrated"][start])
-glue_value("clean_cc_crops", clean[main, "confidence-calibrated"]["natural image"])
+glue_value("clean_cc_crops", clean[main, "confidence-calibrated"]["natural crop"])
 markdown_table(["ID set", "model", "test accuracy", *[f"AUROC vs {s}" for s in clean_sets[main]]],
                [[d, m, model_info(model_specs[d][m])["test_accuracy"], *values.values()]
                 for (d, m), values in clean.items()],
-               caption=f"Clean detection: maximum-softmax AUROC (ID positive) of the whole test set against "
-                       f"{n_ood} natural-image crops, the {n_samples} {start} start images and the {n_samples} "
-                       f"natural-image start crops, before the attack (profile {profile})", name="tbl-g-clean")
+               caption=f"Clean detection: maximum-softmax AUROC (ID positive) of the whole test set against the "
+                       f"{n_ood} natural-image crops of the OOD set, the {n_samples} {start} start images and the "
+                       f"{n_samples} natural-crop start images, before the attack (profile {profile})",
+               name="tbl-g-clean")
 
 # %% [markdown]
 # On natural-image crops the confidence loss moves the AUROC from {glue:text}`clean_std_natural:.3f` to
@@ -197,7 +198,7 @@ for (d, a), summary in attacked.items():
     else:
         results.add(f"Appendix G (extension): {d}, {a} start", "AUROC, attacked", summary["auroc"], note=note)
     results.add(f"Appendix G: {d}, {a} start", "median MAPE of the classifier input", runs[d, a].mape.median())
-for a, label in {start: "noise", "natural image": "crops", large: "large"}.items():
+for a, label in {start: "noise", "natural crop": "crops", large: "large"}.items():
     glue_value(f"auroc_{label}", attacked[main, a]["auroc"])
     glue_value(f"mape_{label}", runs[main, a].mape.median())
 markdown_table(["ID set", "start", "ε", "paper (Table 6)", "AUROC, start images", "AUROC, attacked", "AUPR-In",
@@ -229,15 +230,15 @@ markdown_table(["ID set", "start", "ε", "paper (Table 6)", "AUROC, start images
 fig = plots.score_histogram(score_in[main], score_attacked[main, start], score_out_clean=score_start[main, start],
                             xlabel="maximum softmax", auroc=attacked[main, start]["auroc"])
 glue_figure("fig_hist_noise", fig)
-fig = plots.score_histogram(score_in[main], score_attacked[main, "natural image"],
-                            score_out_clean=score_start[main, "natural image"], xlabel="maximum softmax",
-                            auroc=attacked[main, "natural image"]["auroc"])
+fig = plots.score_histogram(score_in[main], score_attacked[main, "natural crop"],
+                            score_out_clean=score_start[main, "natural crop"], xlabel="maximum softmax",
+                            auroc=attacked[main, "natural crop"]["auroc"])
 glue_figure("fig_hist_crops", fig)
 fig = plots.image_grid({"ID $x_{in}$": x_in[main][shown], f"{start} start": starts[main][start][shown],
                         f"attacked ({start})": runs[main, start].x[shown],
                         f"attacked (ε ×{eps_paper_large / eps_paper:g})": runs[main, large].x[shown],
-                        "natural start": starts[main]["natural image"][shown],
-                        "attacked (natural)": runs[main, "natural image"].x[shown]}, n=8)
+                        "natural-crop start": starts[main]["natural crop"][shown],
+                        "attacked (crop)": runs[main, "natural crop"].x[shown]}, n=8)
 glue_figure("fig_images", fig)
 
 # %% [markdown]

@@ -173,8 +173,9 @@ def train_confidence_calibrated(model: nn.Module, train: "ImageSet", spec: "Mode
     Recipe options: ``beta`` (default :data:`BETA`); ``lr`` of the classifier (default 3e-3, as the ``"standard"``
     recipe; the reference uses 2e-4 over 100 epochs — a larger rate for the small budget); ``gan_lr`` (default
     :data:`GAN_LR`); ``batch_size`` (default 64); ``gan_latent`` (latent size, default 64; reference 100) and
-    ``gan_width`` (default 16; reference 64). The classifier's rate decays with a cosine over ``spec.epochs``; G and D keep
-    theirs. Generator, discriminator and latent draws are seeded by ``spec.seed``. Only the classifier is kept.
+    ``gan_width`` w (default 16: generator stages of 2w and w channels; the reference's three stages have 512, 256
+    and 128). The classifier's rate decays with a cosine over ``spec.epochs``; G and D keep theirs. Generator,
+    discriminator and latent draws are seeded by ``spec.seed``. Only the classifier is kept.
 
     Batch norm: the reference VGG13 has none. For a classifier with batch norm, the classifier step forwards the
     real and the generated batch together (as Outlier Exposure does), and the generator step runs the classifier

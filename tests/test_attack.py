@@ -184,3 +184,28 @@ def test_default_routine_beats_the_authors_fixed_step_at_equal_iterations(cnn):
     authors = ood_attack(cnn.features, x_in, x_ood, eps=3.0, steps=80, routine="authors")
     fast = ood_attack(cnn.features, x_in, x_ood, eps=3.0, steps=80)
     assert fast.mape.median() < authors.mape.median()
+
+
+def test_a_scalar_score_can_be_the_target_and_float64_works_with_tol(cnn):
+    from oodlib.detectors import make_detector
+
+    msp = make_detector("msp", cnn)
+    x_in, x_ood = _images(3, 20), _images(3, 21)
+    res = ood_attack(msp, x_in, x_ood, eps=2.0, steps=4)
+    assert res.z_target.shape == (3, 1)
+    z64 = cnn.features(x_in).detach().double()
+    ood_attack(lambda x: cnn.features(x).double(), None, x_ood, z_in=z64, eps=2.0, steps=4, tol=1e-3)
+
+
+def test_a_wrapper_in_train_mode_does_not_flip_its_eval_model(cnn):
+    wrapper = nn.Sequential(cnn)  # a new module defaults to train mode; cnn is in eval mode
+    wrapper.training = True
+    ood_attack(wrapper, _images(2, 22), _images(2, 23), eps=1.0, steps=2)
+    assert not cnn.training and wrapper.training
+
+
+def test_scoring_with_a_new_detector_leaves_the_model_in_eval_mode(cnn):
+    from oodlib.detectors import make_detector
+
+    make_detector("msp", cnn).score_batched(_images(2, 24))
+    assert not cnn.training

@@ -77,7 +77,7 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
     if module is None:
         yield
         return
-    was_training = module.training
+    modes = [(m, m.training) for m in module.modules()]  # each submodule's own mode (a wrapper's may differ)
     flags = [p.requires_grad for p in module.parameters()]
     try:
         module.eval()
@@ -87,7 +87,8 @@ def frozen(module: nn.Module | None) -> Iterator[None]:
     finally:
         for p, flag in zip(module.parameters(), flags):
             p.requires_grad_(flag)
-        module.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def owning_module(f: Callable) -> nn.Module | None:
@@ -232,7 +233,7 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     out_device = x_ood.device
     with frozen(module):
         with torch.no_grad():
-            targets = (z_in if z_in is not None else _batched(f, x_in, batch_size, dev)).detach().to(dev)
+            targets = _as_rows(z_in if z_in is not None else _batched(f, x_in, batch_size, dev)).detach().to(dev)
         n = targets.shape[0]
         x0_all = x_ood.expand(n, *x_ood.shape[1:]) if x_ood.shape[0] == 1 else x_ood
         best: AttackResult | None = None
@@ -254,7 +255,12 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
 
 
 def _batched(f: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, dev: torch.device) -> Tensor:
-    return torch.cat([f(x[i:i + batch_size].to(dev)) for i in range(0, x.shape[0], batch_size)])
+    return torch.cat([_as_rows(f(x[i:i + batch_size].to(dev))) for i in range(0, x.shape[0], batch_size)])
+
+
+def _as_rows(z: Tensor) -> Tensor:
+    """A scalar-per-image output (N,) — a detector's score, an NLL — as an (N, 1) code."""
+    return z.unsqueeze(1) if z.dim() == 1 else z
 
 
 def _keep_better(a: AttackResult, b: AttackResult) -> AttackResult:
@@ -305,13 +311,14 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
     ran = 0
     for t in range(steps):
         x.requires_grad_(True)
-        z = f(x)
+        z = _as_rows(f(x))
         per_sample = (z - z_target).pow(2).flatten(1).sum(1)
         (grad,) = torch.autograd.grad(per_sample.sum(), x)
         x = x.detach()
         ran = t + 1
         with torch.no_grad():
-            current_mape, current_loss = _mape(z.detach(), z_target), per_sample.detach()
+            current_mape = _mape(z.detach(), z_target).to(done_mape.dtype)
+            current_loss = per_sample.detach().to(done_loss.dtype)
             if tol is not None and t % check_every == 0:
                 newly = (current_mape <= tol) & ~done
                 done_x[newly], done_mape[newly], done_loss[newly] = x[newly], current_mape[newly], current_loss[newly]
@@ -339,14 +346,14 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
             delta.copy_(x - x0)
     with torch.no_grad():
         x = torch.where(done.view(-1, *([1] * (x.dim() - 1))), done_x, x)
-        z = f(x)
+        z = _as_rows(f(x))
         final_loss = (z - z_target).pow(2).flatten(1).sum(1)
         if keep_best:
             improved = final_loss < best_loss
             best_loss = torch.where(improved, final_loss, best_loss)
             best_x[improved] = x[improved]
             x = best_x
-            z = f(x)
+            z = _as_rows(f(x))
             final_loss = (z - z_target).pow(2).flatten(1).sum(1)
         final_mape = _mape(z, z_target)
     return (x.cpu(), final_loss.cpu(), final_mape.cpu(), loss_hist.cpu(), mape_hist.cpu(), ran)

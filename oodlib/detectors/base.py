@@ -38,6 +38,7 @@ class Detector(nn.Module, abc.ABC):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)  # a new detector takes its model's mode (restoring it never flips the model)
 
     def fit(self, x: Tensor | None = None, y: Tensor | None = None) -> "Detector":
         """Fit the detector's statistics on in-distribution training data; the base class needs none."""
@@ -54,10 +55,11 @@ class Detector(nn.Module, abc.ABC):
     def score_batched(self, x: Tensor, batch_size: int = 512) -> Tensor:
         """Scores of many images without building a graph, on the model's device; returned on the CPU."""
         device = next(self.model.parameters()).device
-        was_training = self.training
+        modes = [(m, m.training) for m in self.modules()]
         self.eval()
         out = torch.cat([self.score(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
-        self.train(was_training)
+        for m, training in modes:
+            m.training = training
         return out
 
 

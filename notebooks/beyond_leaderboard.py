@@ -64,8 +64,7 @@ shown_row = "ATOM"
 # %%
 import torch
 
-import oodlib.detectors.outlier_exposure  # noqa: F401  (registers the "outlier_exposure" recipe)
-from oodlib import data, plots
+from oodlib import data, experiments, plots
 from oodlib.defenses import leaderboard
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import get_model, model_info
@@ -79,17 +78,17 @@ models = {key: get_model(spec, device=device) for key, spec in specs.items() if 
 accuracies = {key: model_info(specs[key])["test_accuracy"] for key in models}
 train = data.load_dataset(dataset, "train")
 x_in = data.load_dataset(dataset, "test").subset(n_samples, seed=seed).x
-size, channels = x_in.shape[-1], x_in.shape[1]
+size, channels, n_values = x_in.shape[-1], x_in.shape[1], x_in[0].numel()
 evaluation = leaderboard.EvalData(
     x_in=x_in, x_ood=data.natural_ood_set(n_samples, size=size, channels=channels, seed=seed),
     x_noise=data.start_batch("noise", n_samples, size=size, channels=channels, seed=seed),
     x_train=train.x, y_train=train.y)
 settings = leaderboard.ThreatSettings(ood_eps=eps_ood, ood_steps=steps, aoe_eps=eps_aoe,
                                       adaptive_weight=adaptive_scale, seed=seed)
-n_values = x_in[0].numel()
 glue_value("n_samples", n_samples)
 glue_value("eps_ood", eps_ood)
 glue_value("steps", steps)
+glue_value("rms_ood", experiments.rms_per_value(eps_ood, n_values))
 profile_banner(profile, {"dataset": dataset, "arch": arch, "n_samples": n_samples, "eps_ood": eps_ood,
                          "steps": steps, "aloe_epochs": aloe_epochs, "atom_epochs": atom_epochs,
                          "aoe_epochs": aoe_epochs, "bal_epochs": bal_epochs},
@@ -121,8 +120,10 @@ markdown_table(["detector", "ID accuracy", *(leaderboard.THREAT_LABELS[t] for t 
 # :name: fig-leaderboard
 #
 # What each attacker hands the detector, for the row named in the parameters (`shown_row`; ATOM by default):
-# the clean natural OOD images, and the same images after each small-ball attack and after Algorithm 1 on the
-# features, the logits and the adaptive target. A reader can judge that none of them has turned into a digit.
+# the clean natural OOD images, and the same images after each small-ball attack (ATOM's and ALOE's PGD, AOE's
+# FGSM: a few grey levels) and after Algorithm 1 on the features, the logits and the adaptive target (an L2 change
+# of ε = {glue:text}`eps_ood`, {glue:text}`rms_ood:.2f` per pixel on average: clearly visible). A reader can judge
+# that none of them has turned into a digit.
 # ```
 
 # %%

@@ -92,11 +92,15 @@ def _frozen_items(d: dict | None) -> tuple[tuple[str, Any], ...]:
 
 
 def _source_hash(spec: ModelSpec) -> str:
-    """SHA-256 over the source files whose code determines the trained model."""
+    """SHA-256 over the source files whose code determines the trained model: the models, training and data
+    modules, the attack package (adversarial recipes use it) and every module of the package that registered the
+    recipe (a recipe may use its siblings)."""
     files = {Path(m.__file__) for m in (models, training, data)}
+    files |= set((Path(__file__).parent / "attack").glob("*.py"))
     recipe_module = inspect.getmodule(training.RECIPES[spec.recipe])
     if recipe_module is not None and getattr(recipe_module, "__file__", None):
-        files.add(Path(recipe_module.__file__))
+        package = Path(recipe_module.__file__).parent
+        files |= set(package.glob("*.py")) if package != Path(__file__).parent else {Path(recipe_module.__file__)}
     h = hashlib.sha256()
     for path in sorted(files):
         h.update(path.name.encode())

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -70,7 +70,7 @@ THREAT_LABELS: dict[str, str] = {
     "ood_adaptive": "OOD attack: adaptive"}
 THREAT_SHORT: dict[str, str] = {
     "clean": "natural OOD", "noise": "noise", "atom_pgd": "ATOM PGD", "aloe_pgd": "ALOE PGD", "aoe_fgsm": "AOE FGSM",
-    "ood_features": "Alg. 1 features", "ood_logits": "Alg. 1 logits", "ood_adaptive": "Alg. 1 adaptive"}
+    "ood_features": "Alg.1 feat.", "ood_logits": "Alg.1 logits", "ood_adaptive": "Alg.1 adapt."}
 """Short threat names for figure labels."""
 
 
@@ -196,14 +196,14 @@ def adaptive_weight(model: nn.Module, detector: Detector, x_in: Tensor, scale: f
     return float(scale * z.norm(dim=1).median() / s.std().clamp_min(1e-6))
 
 
-def _batched(f, x: Tensor, batch_size: int = 256) -> Tensor:
+def _batched(f: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 256) -> Tensor:
     """``f`` of many images, with autograd on (a score may differentiate internally), detached, on the CPU."""
     device = next(iter(_parameters(f)), torch.empty(0)).device
     with torch.enable_grad():
         return torch.cat([f(x[i:i + batch_size].to(device)).detach().cpu() for i in range(0, len(x), batch_size)])
 
 
-def _parameters(f) -> list[Tensor]:
+def _parameters(f: Callable[[Tensor], Tensor]) -> list[Tensor]:
     owner = f if isinstance(f, nn.Module) else getattr(f, "__self__", None)
     return list(owner.parameters()) if isinstance(owner, nn.Module) else []
 
@@ -240,7 +240,7 @@ def load_detector(row: Row, model: nn.Module, data: EvalData, options: Mapping |
     return detector.eval()  # a new module is in train mode, which restoring its mode would push into the model
 
 
-def algorithm1(f, data: EvalData, settings: ThreatSettings) -> Tensor:
+def algorithm1(f: Callable[[Tensor], Tensor], data: EvalData, settings: ThreatSettings) -> Tensor:
     """Algorithm 1 from the natural OOD images ``data.x_ood`` toward the codes ``f(data.x_in)`` of the paired ID
     images (routine ``settings.ood_routine``)."""
     targets = _batched(f, data.x_in)

@@ -38,7 +38,7 @@ class Detector(nn.Module, abc.ABC):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.train(model.training)  # a new detector takes its model's mode (restoring it never flips the model)
+        self.training = model.training  # its own flag only: never switch the wrapped model's submodules
 
     def fit(self, x: Tensor | None = None, y: Tensor | None = None) -> "Detector":
         """Fit the detector's statistics on in-distribution training data; the base class needs none."""

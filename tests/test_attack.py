@@ -209,3 +209,76 @@ def test_scoring_with_a_new_detector_leaves_the_model_in_eval_mode(cnn):
 
     make_detector("msp", cnn).score_batched(_images(2, 24))
     assert not cnn.training
+
+
+def test_fused_adamax_step_equals_torch_adamax_bit_for_bit():
+    from oodlib.attack.ood import AdamaxStep
+
+    gen = torch.Generator().manual_seed(0)
+    ours, theirs = torch.rand(3, 5, generator=gen), None
+    theirs = ours.clone().requires_grad_(True)
+    optimizer, step = torch.optim.Adamax([theirs], lr=0.05), AdamaxStep(ours)
+    for t in range(6):
+        g = torch.randn(3, 5, generator=gen)
+        lr = 0.05 * (1 - t / 10)
+        optimizer.param_groups[0]["lr"] = lr
+        theirs.grad = g.clone()
+        optimizer.step()
+        step(g.clone(), lr)
+        assert torch.equal(ours, theirs.detach())
+
+
+def test_channels_last_layout_gives_the_same_attack(cnn):
+    x_in, x_ood = _images(4, 1), _images(4, 2)
+    plain = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=10, routine="authors")
+    last = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=10, routine="authors", channels_last=True)
+    assert last.x.is_contiguous() and last.params["channels_last"]
+    torch.testing.assert_close(last.x, plain.x, atol=1e-4, rtol=0)
+
+
+def test_autocast_runs_the_model_in_bfloat16_and_keeps_the_update_in_float32(cnn):
+    x_in, x_ood = _images(4, 1), _images(4, 2)
+    seen = []
+
+    def f(x):
+        z = cnn.features(x)
+        seen.append(z.dtype)
+        return z
+
+    res = ood_attack(f, x_in, x_ood, eps=2.0, steps=20, routine="authors", autocast=True)
+    assert set(seen) == {torch.bfloat16}
+    assert res.x.dtype == res.loss.dtype == res.z_target.dtype == torch.float32
+    assert res.loss_history[-1].mean() < res.loss_history[0].mean()
+
+
+def _synchronising_ops(run) -> int:
+    """Calls of the operators that copy device → host (``.item()``/``bool()`` and boolean-mask indexing)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    return sum(e.count for e in prof.key_averages() if e.key in ("aten::_local_scalar_dense", "aten::nonzero"))
+
+
+@pytest.mark.parametrize("routine, keep_best, per_iteration", [("authors", False, 0.0), ("authors", True, 0.0),
+                                                               ("fast", False, 0.1)])
+def test_the_loop_copies_nothing_to_the_host_but_the_convergence_flag(cnn, routine, keep_best, per_iteration):
+    """On a GPU each of these operators is a device→host copy and a synchronisation; the loop may make one
+    (the all-converged flag) per ``check_every`` = 10 iterations, and only when it stops early (``tol``)."""
+    x_in, x_ood = _images(3, 1), _images(3, 2)
+
+    def run(steps):
+        return lambda: ood_attack(cnn.features, x_in, x_ood, eps=1.0, steps=steps, routine=routine,
+                                  keep_best=keep_best, tol=1e-12 if routine == "fast" else None)
+
+    extra = _synchronising_ops(run(40)) - _synchronising_ops(run(20))
+    assert extra == per_iteration * 20
+
+
+def test_normalise_gradient_in_place_overwrites_only_when_asked():
+    g = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    before = g.clone()
+    out = normalise_gradient(g, "l2")
+    assert torch.equal(g, before) and out.data_ptr() != g.data_ptr()
+    same = normalise_gradient(g, "l2", in_place=True)
+    assert same.data_ptr() == g.data_ptr() and torch.equal(same, out)

@@ -119,12 +119,13 @@ def random_start(x0: Tensor, eps: float, norm: str, seed: int, sample_ids: Tenso
     return (x0 + noise.to(x0.device)).clamp(0, 1)
 
 
-def normalise_gradient(g: Tensor, norm: str) -> Tensor:
-    """h(J') of Algorithm 1: the per-sample L2-normalised gradient (floor 1e-12) or its sign (L∞)."""
+def normalise_gradient(g: Tensor, norm: str, *, in_place: bool = False) -> Tensor:
+    """h(J') of Algorithm 1: the per-sample L2-normalised gradient (floor 1e-12) or its sign (L∞). With
+    ``in_place`` it overwrites ``g`` (the attack loop's own gradient buffer) instead of allocating."""
+    g = g if in_place else g.clone()
     if norm == "linf":
-        return g.sign()
-    flat = g.flatten(1)
-    return (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(g)
+        return g.sign_()
+    return g.div_(_sample_norms(g).clamp_min_(1e-12))
 
 
 def project(delta: Tensor, eps: float, norm: str) -> Tensor:
@@ -132,10 +133,7 @@ def project(delta: Tensor, eps: float, norm: str) -> Tensor:
     clamps to ±ε."""
     if norm == "linf":
         return delta.clamp_(-eps, eps)
-    flat = delta.view(delta.shape[0], -1)
-    scale = (eps / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
-    flat.mul_(scale)
-    return delta
+    return delta.mul_((eps / _sample_norms(delta).clamp_min(1e-12)).clamp(max=1.0))
 
 
 def schedule_factor(schedule: str, iteration: int, steps: int, floor: float = 0.01) -> float:
@@ -182,7 +180,8 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
                schedule: str | None = None, restarts: int = 1, keep_best: bool = False, tol: float | None = None,
                check_every: int = 10, batch_size: int = 256, record_every: int | None = None,
                z_in: Tensor | None = None, device: str | torch.device = "auto", seed: int = 0,
-               first_index: int = 0, progress: bool = False) -> AttackResult:
+               first_index: int = 0, progress: bool = False, channels_last: bool = False,
+               autocast: bool = False) -> AttackResult:
     """Algorithm 1: make OOD images whose ``f`` matches that of in-distribution images.
 
     Parameters
@@ -215,6 +214,10 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     seed : seeds the random start (``seed + restart``), so a run is reproducible.
     first_index : the global index of the first sample (a shard's offset): sample i's random start is seeded by
         ``first_index + i``, so a sharded run (:mod:`oodlib.distributed`) reproduces the unsharded one.
+    channels_last : keep the images in channels-last memory layout (faster convolutions on GPUs; convert the
+        model with ``model.to(memory_format=torch.channels_last)`` yourself).
+    autocast : evaluate ``f`` under ``torch.autocast`` in bfloat16 (targets, iterations and the final
+        evaluation alike); the loss, the gradient's normalisation and the update stay in float32.
     """
     if routine not in ROUTINES:
         raise ValueError(f"unknown routine {routine!r}; valid choices: {', '.join(ROUTINES)}")
@@ -223,6 +226,7 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     schedule = preset["schedule"] if schedule is None else schedule
     tol = preset["tol"] if tol is None else tol
     module = owning_module(f)
+    f = _in_precision(f, autocast)
     _check_inputs(x_in, z_in, x_ood, eps, steps, norm, update, schedule, restarts, batch_size, module)
     if device == "auto" and module is not None and any(True for _ in module.parameters()):
         dev = next(module.parameters()).device
@@ -243,15 +247,28 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
             run = _attack_batches(f, targets, x0_all, starts, eps=eps, steps=steps, norm=norm, alpha=alpha,
                                   update=update, schedule=schedule, keep_best=keep_best, tol=tol,
                                   check_every=check_every, batch_size=batch_size, stride=stride, dev=dev,
-                                  progress=progress)
+                                  progress=progress, channels_last=channels_last)
             best = run if best is None else _keep_better(best, run)
     assert best is not None
     best.x = best.x.to(out_device)
     best.z_target = targets.to(out_device)
     best.params = dict(eps=eps, steps=steps, norm=norm, step_size=alpha, routine=routine, update=update,
-                       schedule=schedule, first_index=first_index,
+                       schedule=schedule, first_index=first_index, channels_last=channels_last, autocast=autocast,
                        restarts=restarts, keep_best=keep_best, tol=tol, seed=seed)
     return best
+
+
+def _in_precision(f: Callable[[Tensor], Tensor], autocast: bool) -> Callable[[Tensor], Tensor]:
+    """``f``, or ``f`` evaluated under bfloat16 autocast with its output cast back to float32."""
+    if not autocast:
+        return f
+
+    def f_autocast(x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            z = f(x)
+        return z.float()
+
+    return f_autocast
 
 
 def _batched(f: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, dev: torch.device) -> Tensor:
@@ -295,13 +312,43 @@ def _attack_batches(f, targets, x0_all, starts, *, batch_size, stride, steps, pr
                         mape_history=mape_hist, iterations=iterations, steps_run=steps_run, z_target=targets)
 
 
+class AdamaxStep:
+    """``torch.optim.Adamax`` (β = (0.9, 0.999), ε = 1e-8; Kingma & Ba 2015, Algorithm 2) on one tensor, fused
+    and in place: the same arithmetic, in the same order, as PyTorch's single-tensor Adamax — so the authors'
+    routine is reproduced bit for bit — but with no optimizer object, no per-step allocations and no host
+    round-trip for the step count. ``h`` is consumed (overwritten)."""
+
+    def __init__(self, param: Tensor, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.param, self.betas, self.eps, self.steps = param, betas, eps, 0
+        self.exp_avg = torch.zeros_like(param)
+        self.exp_inf = torch.zeros_like(param)
+
+    @torch.no_grad()
+    def __call__(self, h: Tensor, lr: float) -> None:
+        beta1, beta2 = self.betas
+        self.steps += 1
+        self.exp_avg.lerp_(h, 1 - beta1)
+        torch.maximum(self.exp_inf.mul_(beta2), h.abs_().add_(self.eps), out=self.exp_inf)
+        self.param.addcdiv_(self.exp_avg, self.exp_inf, value=-lr / (1 - beta1 ** self.steps))
+
+
+def _sample_norms(t: Tensor) -> Tensor:
+    """Each sample's L2 norm, shape (N, 1, ..., 1); works on any memory layout (channels-last included)."""
+    return torch.linalg.vector_norm(t, dim=tuple(range(1, t.dim())), keepdim=True)
+
+
 def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update, schedule, keep_best, tol,
-                      check_every, stride, dev):
-    """The inner loop of Algorithm 1 for one batch; returns CPU tensors."""
-    x0 = x0.to(dev, torch.float32)
-    x = start.to(dev)
-    delta = (x - x0).detach().requires_grad_(update == "adamax")
-    optimizer = torch.optim.Adamax([delta], lr=alpha) if update == "adamax" else None
+                      check_every, stride, dev, channels_last=False):
+    """The inner loop of Algorithm 1 for one batch; returns CPU tensors.
+
+    Every iteration is one forward and one backward to the input, plus a handful of in-place element-wise
+    operations on preallocated buffers (normalise, Adamax, project, clamp): no allocation proportional to the
+    images, no host-device copy, and the MAPE only on iterations that record or check it."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x0 = x0.to(dev, torch.float32).contiguous(memory_format=layout)
+    x = start.to(dev, torch.float32).contiguous(memory_format=layout).clone()  # the iterate, updated in place
+    delta = x - x0
+    adamax = AdamaxStep(delta) if update == "adamax" else None
     n_records = math.ceil(steps / stride)
     loss_hist = torch.full((n_records, x.shape[0]), float("nan"), device=dev)
     mape_hist = torch.full_like(loss_hist, float("nan"))
@@ -310,53 +357,57 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
     done_x, done_mape, done_loss = x.clone(), torch.zeros_like(best_loss), torch.zeros_like(best_loss)
     ran = 0
     for t in range(steps):
-        x.requires_grad_(True)
-        z = _as_rows(f(x))
+        leaf = x.detach().requires_grad_(True)  # shares x's storage: no copy
+        z = _as_rows(f(leaf))
         per_sample = (z - z_target).pow(2).flatten(1).sum(1)
-        (grad,) = torch.autograd.grad(per_sample.sum(), x)
-        x = x.detach()
+        (grad,) = torch.autograd.grad(per_sample.sum(), leaf)
         ran = t + 1
         with torch.no_grad():
-            current_mape = _mape(z.detach(), z_target).to(done_mape.dtype)
+            check = tol is not None and t % check_every == 0
+            record = t % stride == 0
             current_loss = per_sample.detach().to(done_loss.dtype)
-            if tol is not None and t % check_every == 0:
-                newly = (current_mape <= tol) & ~done
-                done_x[newly], done_mape[newly], done_loss[newly] = x[newly], current_mape[newly], current_loss[newly]
+            if check or record:
+                current_mape = _mape(z.detach(), z_target).to(done_mape.dtype)
+            if check:
+                newly = (current_mape <= tol) & ~done  # selections by torch.where: no device→host sync
+                done_x = torch.where(_per_image(newly, x), x, done_x)
+                done_mape = torch.where(newly, current_mape, done_mape)
+                done_loss = torch.where(newly, current_loss, done_loss)
                 done |= newly
-            if t % stride == 0:
+            if record:
                 loss_hist[t // stride] = torch.where(done, done_loss, current_loss)
                 mape_hist[t // stride] = torch.where(done, done_mape, current_mape)
             if keep_best:
                 improved = current_loss < best_loss
                 best_loss = torch.where(improved, current_loss, best_loss)
-                best_x[improved] = x[improved]
-            if tol is not None and t % check_every == 0 and bool(done.all()):
+                best_x = torch.where(_per_image(improved, x), x, best_x)
+            if check and bool(done.all()):
                 ran = t
                 break
             lr = alpha * schedule_factor(schedule, t, steps)
-            h = normalise_gradient(grad, norm)
-            if optimizer is not None:
-                optimizer.param_groups[0]["lr"] = lr
-                delta.grad = h
-                optimizer.step()
+            h = normalise_gradient(grad, norm, in_place=True)
+            if adamax is not None:
+                adamax(h, lr)
             else:
-                delta.sub_(lr * h)
+                delta.sub_(h.mul_(lr))
             project(delta, eps, norm)
-            x = (x0 + delta).clamp_(0, 1)
-            delta.copy_(x - x0)
+            x.copy_(x0).add_(delta).clamp_(0, 1)
+            delta.copy_(x).sub_(x0)
     with torch.no_grad():
-        x = torch.where(done.view(-1, *([1] * (x.dim() - 1))), done_x, x)
+        x = torch.where(_per_image(done, x), done_x, x)
         z = _as_rows(f(x))
         final_loss = (z - z_target).pow(2).flatten(1).sum(1)
         if keep_best:
-            improved = final_loss < best_loss
-            best_loss = torch.where(improved, final_loss, best_loss)
-            best_x[improved] = x[improved]
-            x = best_x
+            x = torch.where(_per_image(final_loss < best_loss, x), x, best_x)
             z = _as_rows(f(x))
             final_loss = (z - z_target).pow(2).flatten(1).sum(1)
         final_mape = _mape(z, z_target)
-    return (x.cpu(), final_loss.cpu(), final_mape.cpu(), loss_hist.cpu(), mape_hist.cpu(), ran)
+    return (x.contiguous().cpu(), final_loss.cpu(), final_mape.cpu(), loss_hist.cpu(), mape_hist.cpu(), ran)
+
+
+def _per_image(mask: Tensor, x: Tensor) -> Tensor:
+    """A per-sample mask (N,) shaped to broadcast over images like ``x``."""
+    return mask.view(-1, *([1] * (x.dim() - 1)))
 
 
 def _progress(iterable, enabled: bool, desc: str):

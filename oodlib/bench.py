@@ -3,7 +3,8 @@
     python -m oodlib.bench overhead   [--batch 256] [--threads 2]   # attack iteration vs bare forward+backward
     python -m oodlib.bench art        [--batch 256] [--steps 100]   # against ART's FeatureAdversariesPyTorch
     python -m oodlib.bench quality    [--n 64] [--steps 10000]      # time to quality: authors' routine vs ours
-    python -m oodlib.bench all
+    python -m oodlib.bench gpu        [--batch 128]                 # ResNet-18/DenseNet-121 at 224²: iterations/s
+    python -m oodlib.bench all                                      # overhead, art, quality
 
 Per-iteration cost is the slope of wall time against the number of iterations (two run lengths), so set-up costs
 (targets, random start, final evaluation) cancel out. The bare pass is a forward of the same model and batch
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -25,7 +27,7 @@ from torch import Tensor, nn
 
 from .attack import frozen, ood_attack
 from .metrics import mape
-from .models import SmallCNN, TorchvisionResNet18
+from .models import SmallCNN, SmallResNet, TorchvisionDenseNet121, TorchvisionResNet18
 
 
 def machine() -> dict[str, str | int]:
@@ -43,14 +45,22 @@ def machine() -> dict[str, str | int]:
 
 
 def _timed(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        _sync()
-        start = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median wall seconds of ``repeats`` calls of ``fn``."""
+    return statistics.median(_wall(fn) for _ in range(repeats))
+
+
+def _wall(fn: Callable[[], object]) -> float:
+    _sync()
+    start = time.perf_counter()
+    fn()
+    _sync()
+    return time.perf_counter() - start
+
+
+def _per_iteration(attack: Callable[[int], None], short: int, long: int) -> float:
+    """Seconds per iteration: the slope between runs of ``short`` and ``long`` iterations (set-up, targets and
+    the final evaluation cancel)."""
+    return (_wall(lambda: attack(long)) - _wall(lambda: attack(short))) / (long - short)
 
 
 def _sync() -> None:
@@ -58,10 +68,10 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def bare_pass_seconds(f: Callable[[Tensor], Tensor], x: Tensor, target: Tensor, iterations: int, repeats: int,
-                      parameter_grads: bool = False, module: nn.Module | None = None) -> float:
-    """Seconds per forward + backward of ``||f(x) - target||²`` (to the input; also to the parameters if
-    ``parameter_grads``), the reference an attack iteration is compared with."""
+def bare_pass(f: Callable[[Tensor], Tensor], x: Tensor, target: Tensor, iterations: int,
+              parameter_grads: bool = False) -> Callable[[], None]:
+    """``iterations`` forward + backward passes of ``||f(x) - target||²`` (to the input; also to the parameters
+    if ``parameter_grads``): the reference an attack iteration is compared with."""
 
     def run() -> None:
         for _ in range(iterations):
@@ -72,38 +82,50 @@ def bare_pass_seconds(f: Callable[[Tensor], Tensor], x: Tensor, target: Tensor, 
             else:
                 torch.autograd.grad(loss, xr)
 
-    if module is not None and parameter_grads:
-        module.zero_grad(set_to_none=True)
-        return _timed(run, repeats) / iterations
-    with frozen(module):
-        run()  # warm-up
-        return _timed(run, repeats) / iterations
-
-
-def attack_iteration_seconds(f, x_in: Tensor, x_ood: Tensor, *, short: int, long: int, repeats: int, **kw) -> float:
-    """Seconds per iteration of :func:`ood_attack`: the slope between runs of ``short`` and ``long`` iterations."""
-    ood_attack(f, x_in, x_ood, steps=2, batch_size=len(x_in), **kw)  # warm-up
-    t_short = _timed(lambda: ood_attack(f, x_in, x_ood, steps=short, batch_size=len(x_in), **kw), repeats)
-    t_long = _timed(lambda: ood_attack(f, x_in, x_ood, steps=long, batch_size=len(x_in), **kw), repeats)
-    return (t_long - t_short) / (long - short)
+    return run
 
 
 def overhead(model: nn.Module, batch: int, image: tuple[int, int, int], *, short: int = 10, long: int = 40,
-             repeats: int = 3, eps: float = 5.0, seed: int = 0) -> dict[str, float]:
-    """The attack's per-iteration cost relative to a bare forward+backward of the same model and batch."""
-    device = next(model.parameters()).device
+             repeats: int = 9, eps: float = 5.0, seed: int = 0, device: str = "cpu",
+             routines: tuple[str, ...] = ("authors", "fast")) -> dict[str, float]:
+    """The attack's per-iteration cost relative to a bare forward+backward of the same model and batch.
+
+    An attack iteration costs the slope between runs of ``short`` and ``long`` iterations (set-up and final
+    evaluation cancel). Each repeat times the bare pass and every routine back to back, so slow phases of a
+    shared machine hit all of them alike; the ratio reported is the median of the per-repeat ratios (and the
+    ratio of the fastest repeats, ``*_best``)."""
+    model = model.to(device)
     gen = torch.Generator().manual_seed(seed)
     x_in = torch.rand(batch, *image, generator=gen).to(device)
     x_ood = torch.rand(batch, *image, generator=gen).to(device)
     with torch.no_grad():
         target = model.features(x_in)
-    bare = bare_pass_seconds(model.features, x_ood, target, long - short, repeats, module=model)
-    full = bare_pass_seconds(model.features, x_ood, target, long - short, repeats, parameter_grads=True,
-                             module=model)
-    attack = attack_iteration_seconds(model.features, x_in, x_ood, short=short, long=long, repeats=repeats, eps=eps,
-                                      seed=seed)
-    return {"bare_fwd_bwd_input_ms": 1e3 * bare, "fwd_bwd_with_param_grads_ms": 1e3 * full,
-            "attack_iteration_ms": 1e3 * attack, "ratio_to_bare": attack / bare, "ratio_to_param_grads": attack / full}
+    k = long - short
+    times: dict[str, list[float]] = {"bare": [], "param_grads": [], **{r: [] for r in routines}}
+
+    def attack(routine: str, steps: int) -> None:
+        ood_attack(model.features, x_in, x_ood, eps=eps, steps=steps, batch_size=batch, routine=routine, seed=seed)
+
+    for r in routines:
+        attack(r, 2)  # warm-up
+    for _ in range(repeats):
+        with frozen(model):
+            times["bare"].append(_wall(bare_pass(model.features, x_ood, target, k)) / k)
+        model.zero_grad(set_to_none=True)
+        times["param_grads"].append(_wall(bare_pass(model.features, x_ood, target, k, parameter_grads=True)) / k)
+        model.zero_grad(set_to_none=True)
+        for r in routines:
+            times[r].append(_per_iteration(lambda steps: attack(r, steps), short, long))
+    result = {"batch": batch, "iterations": k, "repeats": repeats,
+              "bare_fwd_bwd_input_ms": 1e3 * statistics.median(times["bare"]),
+              "fwd_bwd_with_param_grads_ms": 1e3 * statistics.median(times["param_grads"])}
+    for r in routines:
+        ratios = [a / b for a, b in zip(times[r], times["bare"])]
+        result[f"{r}_iteration_ms"] = 1e3 * statistics.median(times[r])
+        result[f"{r}_ratio_to_bare"] = statistics.median(ratios)
+        result[f"{r}_ratio_to_bare_best"] = min(times[r]) / min(times["bare"])
+        result[f"{r}_ratio_to_param_grads"] = statistics.median(a / b for a, b in zip(times[r], times["param_grads"]))
+    return result
 
 
 def against_art(model: nn.Module, batch: int, *, steps: int = 100, eps_linf: float = 0.1, step_size: float = 0.01,
@@ -170,6 +192,73 @@ def time_to_quality(model: nn.Module, x_in: Tensor, x_ood: Tensor, *, eps: float
             "default_steps_run": ours.steps_run}
 
 
+VARIANTS = {"fp32": {}, "autocast": {"autocast": True}, "channels_last": {"channels_last": True},
+            "autocast+channels_last": {"autocast": True, "channels_last": True}}
+
+
+def iterations_per_second(model: nn.Module, batch: int, image: tuple[int, int, int], *, short: int = 5,
+                          long: int = 25, repeats: int = 3, device: str = "cuda", seed: int = 0,
+                          variants: dict[str, dict] = VARIANTS) -> dict[str, dict[str, float | int | None]]:
+    """Attack iterations per second of ``model`` (the paper's Section 3.1 setting: ResNet-18 at 224×224, batch
+    128) in each precision/layout variant, with the host↔device copies counted over the ``long − short``
+    iterations between two runs (the attack loop should make none)."""
+    gen = torch.Generator().manual_seed(seed)
+    x_in = torch.rand(batch, *image, generator=gen).to(device)
+    x_ood = torch.rand(batch, *image, generator=gen).to(device)
+    report: dict[str, dict[str, float | int | None]] = {}
+    for name, options in variants.items():
+        layout = torch.channels_last if options.get("channels_last") else torch.contiguous_format
+        model.to(device=device, memory_format=layout)
+
+        def attack(steps: int) -> None:
+            ood_attack(model.features, x_in, x_ood, eps=5.0, steps=steps, batch_size=batch, routine="authors",
+                       seed=seed, **options)
+
+        attack(2)  # warm-up (cuDNN autotuning, allocator)
+        seconds = [_per_iteration(attack, short, long) for _ in range(repeats)]
+        per_iteration = statistics.median(seconds)
+        rate = 1 / per_iteration if per_iteration > 0 else math.nan  # slope lost in timer noise: no rate
+        report[name] = {"iteration_ms": 1e3 * per_iteration, "iterations_per_s": rate,
+                        "copies_per_iteration": _copies_per_iteration(attack, short, long)}
+    model.to(memory_format=torch.contiguous_format)
+    return report
+
+
+def _copies_per_iteration(attack: Callable[[int], None], short: int, long: int) -> float | None:
+    """Host↔device memory copies (CUDA ``Memcpy`` events) per attack iteration; None without a GPU."""
+    if not torch.cuda.is_available():
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    counts = []
+    for steps in (short, long):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            attack(steps)
+        counts.append(sum(e.count for e in prof.key_averages() if "Memcpy" in e.key and "DtoD" not in e.key))
+    return (counts[1] - counts[0]) / (long - short)
+
+
+def section_3_1_hours(its_per_s: dict[str, float], n_samples: int = 1000, steps: int = 10_000, starts: int = 2,
+                      batch: int = 128) -> dict[str, float]:
+    """Hours the paper profile's Section 3.1 spends attacking, per encoder: ``starts`` start images ×
+    ⌈n_samples / batch⌉ batches × ``steps`` iterations at the measured iterations/s."""
+    batches = -(-n_samples // batch)
+    return {arch: starts * batches * steps / rate / 3600 for arch, rate in its_per_s.items()}
+
+
+def gpu(batch: int = 128, image_size: int = 224, device: str = "cuda") -> dict[str, object]:
+    """The Section 3.1 setting on a GPU: both encoders, every variant, and the paper profile's attack time."""
+    report: dict[str, object] = {}
+    rates = {}
+    for arch, make in (("resnet18", TorchvisionResNet18), ("densenet121", TorchvisionDenseNet121)):
+        torch.manual_seed(0)
+        model = make(num_classes=1000, in_channels=3, image_size=image_size).eval()
+        report[arch] = iterations_per_second(model, batch, (3, image_size, image_size), device=device)
+        rates[arch] = report[arch]["fp32"]["iterations_per_s"]
+    report["paper_section_3_1_hours_fp32"] = section_3_1_hours(rates, batch=batch)
+    return report
+
+
 def _small_cnn(seed: int = 0) -> SmallCNN:
     torch.manual_seed(seed)
     return SmallCNN(in_channels=1, image_size=28, num_classes=10).eval()
@@ -178,32 +267,41 @@ def _small_cnn(seed: int = 0) -> SmallCNN:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oodlib.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["overhead", "art", "quality", "all"])
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("what", choices=["overhead", "art", "quality", "gpu", "all"])
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 256; gpu: 128)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--n", type=int, default=64, help="samples for the time-to-quality run")
     parser.add_argument("--trained", action="store_true", help="use the default profile's trained small CNN")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.what == "gpu" and not torch.cuda.is_available():
+        parser.error("no CUDA device: the gpu benchmark needs one")
     torch.set_num_threads(args.threads)
+    batch = args.batch or (128 if args.what == "gpu" else 256)
     report: dict[str, object] = {"machine": machine()}
-    model = _trained() if args.trained or args.what in ("quality",) else _small_cnn()
+    model = _trained() if args.trained else _small_cnn()
     if args.what in ("overhead", "all"):
-        report["overhead_small_cnn_28"] = overhead(model, args.batch, (1, 28, 28))
+        report["overhead_small_cnn_28"] = overhead(model, batch, (1, 28, 28), repeats=args.repeats)
+        torch.manual_seed(0)
+        small_resnet = SmallResNet(in_channels=1, image_size=28, num_classes=10).eval()
+        report["overhead_small_resnet_28"] = overhead(small_resnet, batch, (1, 28, 28), short=5, long=20,
+                                                      repeats=args.repeats)
         torch.manual_seed(0)
         resnet = TorchvisionResNet18(num_classes=10, in_channels=3, image_size=32).eval()
-        report["overhead_resnet18_32"] = overhead(resnet, min(args.batch, 128), (3, 32, 32), short=3, long=8,
-                                                  repeats=2)
+        report["overhead_resnet18_32"] = overhead(resnet, min(batch, 128), (3, 32, 32), short=4, long=16,
+                                                  repeats=args.repeats)
     if args.what in ("art", "all"):
-        report["art"] = against_art(model, args.batch, steps=args.steps or 100)
+        report["art"] = against_art(model, batch, steps=args.steps or 100)
     if args.what in ("quality", "all"):
         from . import data
 
-        trained = _trained()
         x_in = data.load_dataset("mnist5k", "test").subset(args.n, seed=0).x
         x_ood = data.start_batch("noise", args.n, size=28, channels=1, seed=0)
-        report["time_to_quality"] = time_to_quality(trained, x_in, x_ood, eps=10.0, steps=args.steps or 10_000)
+        report["time_to_quality"] = time_to_quality(_trained(), x_in, x_ood, eps=10.0, steps=args.steps or 10_000)
+    if args.what == "gpu":
+        report["gpu"] = gpu(batch=batch)
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 

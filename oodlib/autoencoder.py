@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
-import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -177,25 +174,14 @@ def train_autoencoder(model: ConvAutoEncoder, train: data.ImageSet, spec: AutoEn
     dict
         ``final_train_mse`` (mean over the last ten mini-batches) and ``train_seconds``.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-    n_steps = spec.epochs * -(-len(train) // spec.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1))
-    gen = torch.Generator().manual_seed(spec.seed)
     x_all = train.x.to(device)
-    start, losses = time.perf_counter(), []
-    model.train()
-    for _ in range(spec.epochs):
-        for idx in training.minibatches(len(train), spec.batch_size, gen):
-            batch = x_all[idx.to(device)]
-            loss = F.mse_loss(model(batch), batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    model.eval()
-    tail = losses[-10:]
-    return {"final_train_mse": sum(tail) / max(len(tail), 1), "train_seconds": time.perf_counter() - start}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        batch = x_all[idx.to(device)]
+        return F.mse_loss(model(batch), batch)
+
+    return training.fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=spec.batch_size,
+                        lr=spec.lr, generator=torch.Generator().manual_seed(spec.seed), loss_name="final_train_mse")
 
 
 @torch.no_grad()
@@ -219,27 +205,12 @@ def autoencoder_cache_key(spec: AutoEncoderSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _paths(spec: AutoEncoderSpec) -> tuple[Path, Path, Path]:
-    root = store.cache_dir() / "autoencoders"
-    stem = f"ae-{spec.dataset}-z{spec.latent_dim}-{autoencoder_cache_key(spec)}"
-    return root / f"{stem}.pt", root / f"{stem}.json", root / f".{stem}.lock"
+def _stem(spec: AutoEncoderSpec) -> str:
+    return f"ae-{spec.dataset}-z{spec.latent_dim}-{autoencoder_cache_key(spec)}"
 
 
-def _load(spec: AutoEncoderSpec, weights: Path, meta_path: Path) -> ConvAutoEncoder | None:
-    """The cached auto-encoder, or None when absent or failing its checksum."""
-    if not (weights.exists() and meta_path.exists()):
-        return None
-    meta = json.loads(meta_path.read_text())
-    if data.sha256_file(weights) != meta.get("sha256"):
-        warnings.warn(f"cached auto-encoder {weights.name} fails its checksum (corrupt or truncated); rebuilding it")
-        return None
-    model = spec.build(meta["in_channels"], meta["image_size"])
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return model
-
-
-def _train_and_save(spec: AutoEncoderSpec, weights: Path, meta_path: Path, device: torch.device
-                    ) -> ConvAutoEncoder:
+def _train(spec: AutoEncoderSpec, device: torch.device) -> tuple[ConvAutoEncoder, dict]:
+    """Train the auto-encoder of ``spec``; returns it and the facts to store (test MSE, training time, sizes)."""
     train, test = spec.training_data("train"), spec.training_data("test")
     in_channels, image_size = train.x.shape[1], train.x.shape[-1]
     model = spec.build(in_channels, image_size).to(device)
@@ -247,14 +218,8 @@ def _train_and_save(spec: AutoEncoderSpec, weights: Path, meta_path: Path, devic
         torch.manual_seed(spec.seed)
         facts = train_autoencoder(model, train, spec, device)
     facts["test_mse"] = _mean_reconstruction_mse(model, test.x)
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    payload = buffer.getvalue()
-    store.atomic_write_bytes(weights, payload)
-    meta = {"spec": asdict(spec), "key": autoencoder_cache_key(spec), "sha256": hashlib.sha256(payload).hexdigest(),
-            "in_channels": in_channels, "image_size": image_size, **facts}
-    store.atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
-    return model
+    return model, {"spec": asdict(spec), "key": autoencoder_cache_key(spec), "in_channels": in_channels,
+                   "image_size": image_size, **facts}
 
 
 def get_autoencoder(spec: AutoEncoderSpec | None = None, device: str | torch.device = "auto", **spec_kw
@@ -262,22 +227,20 @@ def get_autoencoder(spec: AutoEncoderSpec | None = None, device: str | torch.dev
     """The trained auto-encoder for ``spec`` (or ``AutoEncoderSpec(**spec_kw)``) in eval mode on ``device``.
 
     Loaded from ``<cache>/autoencoders`` when cached and intact, else trained once (a file lock makes concurrent
-    callers wait for the first) and stored atomically.
+    callers wait for the first) and stored atomically (:func:`oodlib.store.cached_module`).
     """
     spec = spec if spec is not None else AutoEncoderSpec(**spec_kw)
     spec.validate()
     dev = models.resolve_device(device)
-    weights, meta_path, lock = _paths(spec)
-    with store.file_lock(lock):
-        model = _load(spec, weights, meta_path)
-        if model is None:
-            model = _train_and_save(spec, weights, meta_path, dev)
+    model = store.cached_module(store.cache_dir() / "autoencoders", _stem(spec),
+                                lambda meta: spec.build(meta["in_channels"], meta["image_size"]),
+                                lambda: _train(spec, dev), kind="auto-encoder")
     return model.to(dev).eval()
 
 
 def autoencoder_info(spec: AutoEncoderSpec) -> dict | None:
     """The facts recorded when the auto-encoder was trained (test MSE, training time, ...), or None."""
-    _, meta_path, _ = _paths(spec)
+    _, meta_path, _ = store.cached_paths(store.cache_dir() / "autoencoders", _stem(spec))
     return json.loads(meta_path.read_text()) if meta_path.exists() else None
 
 

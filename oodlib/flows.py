@@ -32,7 +32,6 @@ makes concurrent callers train once, and the weights' SHA-256 is checked before 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -291,25 +290,15 @@ def train_flow(flow: Glow, x: Tensor, spec: FlowSpec, device: torch.device) -> d
     x = torch.cat([x, x.flip(-1)]) if spec.hflip else x
     gen = torch.Generator().manual_seed(spec.seed)
     x_all = x.to(device)
-    start, losses = time.perf_counter(), []
+    start = time.perf_counter()
     flow.initialise(x_all[torch.randperm(len(x_all), generator=gen)[:512].to(device)], gen)
-    optimizer = torch.optim.Adam(flow.parameters(), lr=spec.lr)
-    n_steps = spec.epochs * -(-len(x_all) // spec.batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1))
-    flow.train()
-    for _ in range(spec.epochs):
-        for idx in training.minibatches(len(x_all), spec.batch_size, gen):
-            loss = flow.nll(x_all[idx.to(device)], gen).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(flow.parameters(), spec.clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    flow.eval()
-    tail = losses[-10:]
-    return {"final_train_bpd": sum(tail) / max(len(tail), 1), "train_seconds": time.perf_counter() - start,
-            "n_train": len(x_all)}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        return flow.nll(x_all[idx.to(device)], gen).mean()
+
+    facts = training.fit(flow, step_loss, n_examples=len(x_all), epochs=spec.epochs, batch_size=spec.batch_size,
+                         lr=spec.lr, generator=gen, clip_norm=spec.clip, loss_name="final_train_bpd")
+    return {**facts, "train_seconds": time.perf_counter() - start, "n_train": len(x_all)}
 
 
 @torch.no_grad()
@@ -340,28 +329,13 @@ def flow_cache_key(spec: FlowSpec) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _paths(spec: FlowSpec) -> tuple[Path, Path, Path]:
-    root = store.cache_dir() / "flows"
-    stem = f"{spec.label}-{flow_cache_key(spec)}"
-    return root / f"{stem}.pt", root / f"{stem}.json", root / f".{stem}.lock"
+def _stem(spec: FlowSpec) -> str:
+    return f"{spec.label}-{flow_cache_key(spec)}"
 
 
-def _load(spec: FlowSpec, weights: Path, meta_path: Path) -> Glow | None:
-    """The cached flow, or None when absent or failing its checksum."""
-    if not (weights.exists() and meta_path.exists()):
-        return None
-    meta = json.loads(meta_path.read_text())
-    if data.sha256_file(weights) != meta.get("sha256"):
-        warnings.warn(f"cached flow {weights.name} fails its checksum (corrupt or truncated); rebuilding it")
-        return None
-    flow = spec.build()
-    flow.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return flow
-
-
-def _train_and_save(spec: FlowSpec, weights: Path, meta_path: Path, device: torch.device) -> None:
-    """Train the flow of ``spec`` on ``device`` and store its weights and facts (train/test bits per dimension,
-    time, sizes) atomically."""
+def _train(spec: FlowSpec, device: torch.device) -> tuple[Glow, dict]:
+    """Train the flow of ``spec`` on ``device``; returns it and the facts to store (train/test bits per
+    dimension, time, sizes)."""
     train, test = spec.images("train"), spec.images("test")
     flow = spec.build().to(device)
     with torch.random.fork_rng(devices=[]):
@@ -371,38 +345,27 @@ def _train_and_save(spec: FlowSpec, weights: Path, meta_path: Path, device: torc
     facts["test_bpd"] = mean_nll(flow, test.x)
     facts["n_test"] = len(test)
     facts["n_parameters"] = sum(p.numel() for p in flow.parameters())
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in flow.state_dict().items()}, buffer)
-    payload = buffer.getvalue()
-    store.atomic_write_bytes(weights, payload)
-    meta = {"spec": asdict(spec), "key": flow_cache_key(spec), "sha256": hashlib.sha256(payload).hexdigest(),
-            **facts}
-    store.atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+    return flow, {"spec": asdict(spec), "key": flow_cache_key(spec), **facts}
 
 
 def get_flow(spec: FlowSpec | None = None, device: str | torch.device = "auto", **spec_kw: Any) -> Glow:
     """The trained flow for ``spec`` (or ``FlowSpec.make(**spec_kw)``) in eval mode on ``device``.
 
     Loaded from ``<cache>/flows`` when cached and intact, else trained once (a file lock makes concurrent
-    callers wait for the first) and stored atomically.
+    callers wait for the first) and stored atomically (:func:`oodlib.store.cached_module`); a freshly trained
+    flow is read back from the store, so a fresh and a cached flow take the same path.
     """
     spec = spec if spec is not None else FlowSpec.make(**spec_kw)
     spec.validate()
     dev = models.resolve_device(device)
-    weights, meta_path, lock = _paths(spec)
-    with store.file_lock(lock):
-        flow = _load(spec, weights, meta_path)
-        if flow is None:  # train, store, and read back: a fresh and a cached flow take the same path
-            _train_and_save(spec, weights, meta_path, dev)
-            flow = _load(spec, weights, meta_path)
-    if flow is None:
-        raise RuntimeError(f"the flow just stored at {weights} cannot be read back")
+    flow = store.cached_module(store.cache_dir() / "flows", _stem(spec), lambda meta: spec.build(),
+                               lambda: _train(spec, dev), kind="flow", read_back=True)
     return flow.to(dev).eval()
 
 
 def flow_info(spec: FlowSpec) -> dict | None:
     """The facts recorded when the flow was trained (train/test bits per dimension, training time, ...), or
     None when it is not cached."""
-    _, meta_path, _ = _paths(spec)
+    _, meta_path, _ = store.cached_paths(store.cache_dir() / "flows", _stem(spec))
     return json.loads(meta_path.read_text()) if meta_path.exists() else None
 

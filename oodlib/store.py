@@ -24,9 +24,10 @@ import tempfile
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
+from torch import nn
 
 from . import data, models, training
 
@@ -151,6 +152,56 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def cached_paths(root: Path, stem: str) -> tuple[Path, Path, Path]:
+    """Where a cached module lives: ``<root>/<stem>.pt`` (state dict), ``<stem>.json`` (facts and the weights'
+    SHA-256) and the lock file ``.<stem>.lock``."""
+    return root / f"{stem}.pt", root / f"{stem}.json", root / f".{stem}.lock"
+
+
+def load_checked(weights: Path, meta_path: Path, build: Callable[[dict], nn.Module], kind: str = "model"
+                 ) -> nn.Module | None:
+    """The module stored at ``weights`` (built with ``build(meta)``, loaded with ``weights_only=True``), or None
+    when either file is missing or the weights fail the checksum recorded beside them (a warning says so)."""
+    if not (weights.exists() and meta_path.exists()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    if _sha256(weights) != meta.get("sha256"):
+        warnings.warn(f"cached {kind} {weights.name} fails its checksum (corrupt or truncated); rebuilding it")
+        return None
+    module = build(meta)
+    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return module
+
+
+def save_checked(module: nn.Module, weights: Path, meta_path: Path, meta: dict) -> None:
+    """Store ``module``'s state dict and ``meta`` plus the weights' SHA-256, each file written atomically."""
+    payload = _state_bytes({k: v.detach().cpu() for k, v in module.state_dict().items()})
+    atomic_write_bytes(weights, payload)
+    meta = {**meta, "sha256": hashlib.sha256(payload).hexdigest()}
+    atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
+
+
+def cached_module(root: Path, stem: str, build: Callable[[dict], nn.Module],
+                  train: Callable[[], tuple[nn.Module, dict]], kind: str = "model", read_back: bool = False
+                  ) -> nn.Module:
+    """The store's extension point for any trained module (the classifiers here, the auto-encoder of Section 2.4,
+    the flows of Section 3.2): under a file lock, load it from ``root`` when cached and intact
+    (:func:`load_checked`), else ``train()`` → ``(module, meta)`` and store both (:func:`save_checked`), so
+    concurrent callers train once. ``read_back`` returns the stored copy instead of the trained object, so a
+    fresh and a cached module take the same path."""
+    weights, meta_path, lock = cached_paths(root, stem)
+    with file_lock(lock):
+        module = load_checked(weights, meta_path, build, kind)
+        if module is None:
+            module, meta = train()
+            save_checked(module, weights, meta_path, meta)
+            if read_back:
+                module = load_checked(weights, meta_path, build, kind)
+    if module is None:
+        raise RuntimeError(f"the {kind} just stored at {weights} cannot be read back")
+    return module
+
+
 def training_data(spec: ModelSpec, split: str = "train") -> "data.ImageSet":
     """The dataset split a spec trains (or is evaluated) on, resized and class-restricted as the spec says."""
     images = data.load_dataset(spec.dataset, split, image_size=spec.image_size, channels=spec.channels)
@@ -176,8 +227,7 @@ class ModelStore:
         self.root = Path(root) if root is not None else cache_dir() / "models"
 
     def paths(self, spec: ModelSpec) -> tuple[Path, Path, Path]:
-        stem = f"{spec.label}-{cache_key(spec)}"
-        return self.root / f"{stem}.pt", self.root / f"{stem}.json", self.root / f".{stem}.lock"
+        return cached_paths(self.root, f"{spec.label}-{cache_key(spec)}")
 
     def info(self, spec: ModelSpec) -> dict | None:
         """The metadata recorded when the model was trained, or None if it is not cached."""
@@ -190,26 +240,15 @@ class ModelStore:
         (once, even when several processes ask at the same time) and stored."""
         spec.validate()
         dev = models.resolve_device(device)
-        weights, meta_path, lock = self.paths(spec)
-        with file_lock(lock):
-            model = self._load(spec, weights, meta_path)
-            if model is None:
-                model = self._train_and_save(spec, weights, meta_path, dev, verbose)
+        model = cached_module(self.root, f"{spec.label}-{cache_key(spec)}",
+                              lambda meta: build_untrained(spec, meta["geometry"]),
+                              lambda: self._train(spec, dev, verbose))
         return model.to(dev).eval()
 
     def _load(self, spec: ModelSpec, weights: Path, meta_path: Path) -> models.Classifier | None:
-        if not (weights.exists() and meta_path.exists()):
-            return None
-        meta = json.loads(meta_path.read_text())
-        if _sha256(weights) != meta.get("sha256"):
-            warnings.warn(f"cached model {weights.name} fails its checksum (corrupt or truncated); rebuilding it")
-            return None
-        model = build_untrained(spec, meta["geometry"])
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return model
+        return load_checked(weights, meta_path, lambda meta: build_untrained(spec, meta["geometry"]))
 
-    def _train_and_save(self, spec: ModelSpec, weights: Path, meta_path: Path, dev: torch.device,
-                        verbose: bool) -> models.Classifier:
+    def _train(self, spec: ModelSpec, dev: torch.device, verbose: bool) -> tuple[models.Classifier, dict]:
         train, test = training_data(spec, "train"), training_data(spec, "test")
         geometry = input_geometry(train)
         if spec.recipe == "pretrained":  # torchvision's ImageNet weights keep their 1000-class head
@@ -222,13 +261,7 @@ class ModelStore:
             facts = training.RECIPES[spec.recipe](model, train, spec, dev)
         model.eval()
         facts["test_accuracy"] = training.accuracy(model, test.x, test.y)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        buffer = _state_bytes(state)
-        atomic_write_bytes(weights, buffer)
-        meta = {"spec": asdict(spec), "key": cache_key(spec), "sha256": hashlib.sha256(buffer).hexdigest(),
-                "geometry": geometry, **facts}
-        atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
-        return model
+        return model, {"spec": asdict(spec), "key": cache_key(spec), "geometry": geometry, **facts}
 
 
 def _state_bytes(state: dict) -> bytes:

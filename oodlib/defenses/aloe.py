@@ -15,16 +15,15 @@ threat it is evaluated against is :func:`oodlib.attack.pgd.aloe_threat`.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..attack.pgd import pgd_linf
-from ..training import register_recipe
-from .common import (CrossEntropyObjective, OutlierConfidenceObjective, adam_cosine, attack_seed, cycle_batches,
+from ..training import fit, register_recipe
+from .common import (CrossEntropyObjective, OutlierConfidenceObjective, attack_seed, cycle_batches,
                      outlier_pool, uniform_cross_entropy, warm_start)
 
 if TYPE_CHECKING:
@@ -52,29 +51,19 @@ def train_aloe(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: t
     outliers = outlier_pool(spec.option("n_outliers", 2 * len(train)), train, seed=spec.seed + 1).to(device)
     base_epochs = warm_start(model, spec, device)
     gen = torch.Generator().manual_seed(spec.seed)
-    batches_per_epoch = -(-len(train) // batch_size)
-    optimizer, scheduler = adam_cosine(model, lr, spec.epochs * batches_per_epoch)
     outlier_batches = cycle_batches(len(outliers), n_out, gen)
     x_all, y_all = train.x.to(device), train.y.to(device)
-    start, losses = time.perf_counter(), []
-    model.train()
-    for _ in range(spec.epochs):
-        for idx in torch.randperm(len(train), generator=gen).split(batch_size):
-            x_in, y_in = x_all[idx.to(device)], y_all[idx.to(device)]
-            x_out = outliers[next(outlier_batches).to(device)]
-            x_in_adv = pgd_linf(CrossEntropyObjective(model, y_in), x_in, eps=eps, steps=steps,
-                                step_size=step_size, seed=attack_seed(gen)).x
-            x_out_adv = pgd_linf(OutlierConfidenceObjective(model), x_out, eps=eps, steps=steps,
-                                 step_size=step_size, seed=attack_seed(gen)).x
-            logits = model(torch.cat([x_in_adv, x_out_adv]))
-            loss = (F.cross_entropy(logits[:len(idx)], y_in)
-                    + weight * uniform_cross_entropy(logits[len(idx):]).mean())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    model.eval()
-    return {"final_train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
-            "train_seconds": time.perf_counter() - start, "n_outliers": len(outliers),
-            "warm_start_epochs": base_epochs}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        x_in, y_in = x_all[idx.to(device)], y_all[idx.to(device)]
+        x_out = outliers[next(outlier_batches).to(device)]
+        x_in_adv = pgd_linf(CrossEntropyObjective(model, y_in), x_in, eps=eps, steps=steps,
+                            step_size=step_size, seed=attack_seed(gen)).x
+        x_out_adv = pgd_linf(OutlierConfidenceObjective(model), x_out, eps=eps, steps=steps,
+                             step_size=step_size, seed=attack_seed(gen)).x
+        logits = model(torch.cat([x_in_adv, x_out_adv]))
+        return F.cross_entropy(logits[:len(idx)], y_in) + weight * uniform_cross_entropy(logits[len(idx):]).mean()
+
+    facts = fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=batch_size, lr=lr,
+                generator=gen)
+    return {**facts, "n_outliers": len(outliers), "warm_start_epochs": base_epochs}

@@ -11,16 +11,15 @@ fine-tune a pre-trained WRN-40-2 for 10 epochs (lr 5e-4, cosine), 64 inliers and
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..attack.pgd import EnergyObjective, fgsm
-from ..training import register_recipe
-from .common import adam_cosine, cycle_batches, outlier_pool, uniform_cross_entropy, warm_start
+from ..training import fit, register_recipe
+from .common import cycle_batches, outlier_pool, uniform_cross_entropy, warm_start
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -51,28 +50,18 @@ def train_aoe(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: to
     outliers = outlier_pool(spec.option("n_outliers", 2 * len(train)), train, seed=spec.seed + 1).to(device)
     base_epochs = warm_start(model, spec, device, default_epochs=6)
     gen = torch.Generator().manual_seed(spec.seed)
-    batches_per_epoch = -(-len(train) // batch_size)
-    optimizer, scheduler = adam_cosine(model, lr, spec.epochs * batches_per_epoch)
     outlier_batches = cycle_batches(len(outliers), n_out, gen)
     x_all, y_all = train.x.to(device), train.y.to(device)
     energy = EnergyObjective(model)
-    start, losses = time.perf_counter(), []
-    model.train()
-    for _ in range(spec.epochs):
-        for idx in torch.randperm(len(train), generator=gen).split(batch_size):
-            x_in, y_in = x_all[idx.to(device)], y_all[idx.to(device)]
-            x_out = outliers[next(outlier_batches).to(device)]
-            if eps > 0:
-                x_out = fgsm(energy, x_out, eps=eps, maximize=True, clamp=False)
-            logits = model(torch.cat([x_in, x_out]))
-            loss = (F.cross_entropy(logits[:len(idx)], y_in)
-                    + weight * uniform_cross_entropy(logits[len(idx):]).mean())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    model.eval()
-    return {"final_train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
-            "train_seconds": time.perf_counter() - start, "eps_pixels": eps, "n_outliers": len(outliers),
-            "warm_start_epochs": base_epochs}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        x_in, y_in = x_all[idx.to(device)], y_all[idx.to(device)]
+        x_out = outliers[next(outlier_batches).to(device)]
+        if eps > 0:
+            x_out = fgsm(energy, x_out, eps=eps, maximize=True, clamp=False)
+        logits = model(torch.cat([x_in, x_out]))
+        return F.cross_entropy(logits[:len(idx)], y_in) + weight * uniform_cross_entropy(logits[len(idx):]).mean()
+
+    facts = fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=batch_size, lr=lr,
+                generator=gen)
+    return {**facts, "eps_pixels": eps, "n_outliers": len(outliers), "warm_start_epochs": base_epochs}

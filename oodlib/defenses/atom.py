@@ -25,7 +25,6 @@ energy score of Liu et al. (2020), on the ATOM-trained network.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,8 +33,8 @@ from torch import Tensor, nn
 
 from ..attack.pgd import pgd_linf
 from ..detectors.base import Detector, register_detector
-from ..training import register_recipe
-from .common import adam_cosine, attack_seed, outlier_pool, warm_start
+from ..training import fit, register_recipe
+from .common import attack_seed, outlier_pool, warm_start
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -104,38 +103,34 @@ def train_atom(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: t
     n_mined = min(spec.option("n_mined", 2 * len(train)), len(pool))
     base_epochs = warm_start(model, spec, device)
     gen = torch.Generator().manual_seed(spec.seed)
-    batches_per_epoch = -(-len(train) // batch_size)
-    optimizer, scheduler = adam_cosine(model, lr, spec.epochs * batches_per_epoch)
     x_all, y_all = train.x.to(device), train.y.to(device)
-    start, losses, mined_p = time.perf_counter(), [], []
-    model.train()
-    for _ in range(spec.epochs):
+    mined, out_order, mined_p = pool[:0], torch.empty(0, dtype=torch.long), []
+
+    def mine(epoch: int) -> None:
+        nonlocal mined, out_order
         mined = pool[mine_outliers(model, pool, n_mined, quantile).to(device)]
         out_order = torch.randperm(len(mined), generator=gen)
-        for step, idx in enumerate(torch.randperm(len(train), generator=gen).split(batch_size)):
-            x_in, y_in = x_all[idx.to(device)], y_all[idx.to(device)]
-            x_out = mined[out_order[(torch.arange(n_out) + step * n_out) % len(mined)].to(device)]
-            half = n_out // 2
-            x_adv = pgd_linf(_OODClassCrossEntropy(model), x_out[half:], eps=eps, steps=steps,
-                             step_size=step_size, random_start=True, quantise=True, keep_best=True,
-                             seed=attack_seed(gen)).x
-            logits = extended_logits(model(torch.cat([x_in, x_out[:half], x_adv])))
-            target_out = torch.full((n_out,), logits.shape[1] - 1, dtype=torch.long, device=device)
-            loss = (F.cross_entropy(logits[:len(idx)], y_in)
-                    + weight * F.cross_entropy(logits[len(idx):], target_out))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-        with torch.no_grad():
-            model.eval()
-            mined_p.append(ood_probability(model(mined[:512])).mean().item())
-            model.train()
-    model.eval()
-    return {"final_train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
-            "train_seconds": time.perf_counter() - start, "pool_size": len(pool), "n_mined": n_mined,
-            "mean_p_ood_of_mined": mined_p, "warm_start_epochs": base_epochs}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        x_in, y_in = x_all[idx.to(device)], y_all[idx.to(device)]
+        x_out = mined[out_order[(torch.arange(n_out) + step * n_out) % len(mined)].to(device)]
+        half = n_out // 2
+        x_adv = pgd_linf(_OODClassCrossEntropy(model), x_out[half:], eps=eps, steps=steps, step_size=step_size,
+                         random_start=True, quantise=True, keep_best=True, seed=attack_seed(gen)).x
+        logits = extended_logits(model(torch.cat([x_in, x_out[:half], x_adv])))
+        target_out = torch.full((n_out,), logits.shape[1] - 1, dtype=torch.long, device=device)
+        return F.cross_entropy(logits[:len(idx)], y_in) + weight * F.cross_entropy(logits[len(idx):], target_out)
+
+    @torch.no_grad()
+    def record_mined(epoch: int) -> None:
+        model.eval()
+        mined_p.append(ood_probability(model(mined[:512])).mean().item())
+        model.train()
+
+    facts = fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=batch_size, lr=lr,
+                generator=gen, start_epoch=mine, end_epoch=record_mined)
+    return {**facts, "pool_size": len(pool), "n_mined": n_mined, "mean_p_ood_of_mined": mined_p,
+            "warm_start_epochs": base_epochs}
 
 
 @register_detector

@@ -61,14 +61,6 @@ class OutlierConfidenceObjective(nn.Module):
         return uniform_cross_entropy(self.model(x))
 
 
-def adam_cosine(model: nn.Module, lr: float, n_steps: int
-                ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam with a cosine learning-rate decay over ``n_steps`` — the optimiser of ``oodlib.training``'s standard
-    recipe, so a defense differs from the plain classifier only in what it trains on."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1))
-
-
 def cycle_batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
     """Endless index batches over ``range(n)``: a fresh seeded permutation whenever one is used up."""
     while True:

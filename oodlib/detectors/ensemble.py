@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..training import minibatches, register_recipe
+from ..training import fit, register_recipe
 from .base import Detector, register_detector
 
 if TYPE_CHECKING:
@@ -131,25 +130,13 @@ def train_ensemble_member(model: nn.Module, train: "ImageSet", spec: "ModelSpec"
     dict
         ``final_train_loss`` (mean of the last 10 steps, clean + adversarial NLL) and ``train_seconds``.
     """
-    lr, batch_size = spec.option("lr", 3e-3), spec.option("batch_size", 64)
     adv_eps = spec.option("adv_eps", ADVERSARIAL_EPS)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    n_steps = spec.epochs * -(-len(train) // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1))
-    gen = torch.Generator().manual_seed(spec.seed)
     x_all, y_all = train.x.to(device), train.y.to(device)
-    start, losses = time.perf_counter(), []
-    model.train()
-    for _ in range(spec.epochs):
-        for idx in minibatches(len(train), batch_size, gen):
-            x, y = x_all[idx.to(device)], y_all[idx.to(device)]
-            x_adv = fgsm_examples(model, x, y, adv_eps)
-            loss = F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-    model.eval()
-    return {"final_train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
-            "train_seconds": time.perf_counter() - start}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        x, y = x_all[idx.to(device)], y_all[idx.to(device)]
+        x_adv = fgsm_examples(model, x, y, adv_eps)
+        return F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y)
+
+    return fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=spec.option("batch_size", 64),
+               lr=spec.option("lr", 3e-3), generator=torch.Generator().manual_seed(spec.seed))

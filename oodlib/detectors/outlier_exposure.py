@@ -21,7 +21,6 @@ reference trains with.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import data
-from ..training import minibatches, register_recipe
+from ..training import fit, register_recipe, tail_mean
 from .base import Detector, register_detector
 
 if TYPE_CHECKING:
@@ -99,30 +98,24 @@ def train_outlier_exposure(model: nn.Module, train: "ImageSet", spec: "ModelSpec
         ``final_train_loss`` (mean of the last 10 steps), ``final_outlier_loss`` (their mean outlier term),
         ``n_outliers`` and ``train_seconds``.
     """
-    lr, batch_size, lam = spec.option("lr", 3e-3), spec.option("batch_size", 64), spec.option("lam", OE_LAMBDA)
+    batch_size, lam = spec.option("batch_size", 64), spec.option("lam", OE_LAMBDA)
     outliers = outlier_pool(spec, train).to(device)
     x_all, y_all = train.x.to(device), train.y.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    n_steps = spec.epochs * -(-len(train) // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(n_steps, 1))
     gen = torch.Generator().manual_seed(spec.seed)
     out_batch = OUTLIER_BATCH_FACTOR * batch_size
-    start, losses, outlier_losses = time.perf_counter(), [], []
-    model.train()
-    for _ in range(spec.epochs):
+    out_order, outlier_losses = torch.empty(0, dtype=torch.long), []
+
+    def shuffle_outliers(epoch: int) -> None:
+        nonlocal out_order
         out_order = torch.randperm(len(outliers), generator=gen)
-        for i, idx in enumerate(minibatches(len(train), batch_size, gen)):
-            out_idx = out_order[torch.arange(i * out_batch, (i + 1) * out_batch) % len(outliers)]
-            logits = model(torch.cat([x_all[idx.to(device)], outliers[out_idx.to(device)]]))
-            logits_in, logits_out = logits[:len(idx)], logits[len(idx):]
-            loss = outlier_exposure_loss(logits_in, y_all[idx.to(device)], logits_out, lam)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            outlier_losses.append(uniform_cross_entropy(logits_out.detach()).mean().item())
-    model.eval()
-    return {"final_train_loss": sum(losses[-10:]) / max(len(losses[-10:]), 1),
-            "final_outlier_loss": sum(outlier_losses[-10:]) / max(len(outlier_losses[-10:]), 1),
-            "n_outliers": len(outliers), "train_seconds": time.perf_counter() - start}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        out_idx = out_order[torch.arange(step * out_batch, (step + 1) * out_batch) % len(outliers)]
+        logits = model(torch.cat([x_all[idx.to(device)], outliers[out_idx.to(device)]]))
+        logits_in, logits_out = logits[:len(idx)], logits[len(idx):]
+        outlier_losses.append(uniform_cross_entropy(logits_out.detach()).mean().item())
+        return outlier_exposure_loss(logits_in, y_all[idx.to(device)], logits_out, lam)
+
+    facts = fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=batch_size,
+                lr=spec.option("lr", 3e-3), generator=gen, start_epoch=shuffle_outliers)
+    return {**facts, "final_outlier_loss": tail_mean(outlier_losses), "n_outliers": len(outliers)}

@@ -122,7 +122,8 @@ def profile_banner(profile: str, params: dict[str, Any], departures: str = "") -
     from IPython.display import Markdown
 
     shown = ", ".join(f"`{k}={v!r}`" for k, v in params.items() if k != "profile")
-    text = [f":::{{note}} Built with the **{profile}** profile.", f"Parameters: {shown}."]
+    text = [f":::{{note}} Built with the **{profile}** profile.",
+            f"Parameters: {shown}." if shown else "This chapter has no parameters."]
     if departures:
         text.append(departures)
     text.append(":::")
@@ -131,11 +132,14 @@ def profile_banner(profile: str, params: dict[str, Any], departures: str = "") -
 
 def collect_results(profile: str, results_dir: str | os.PathLike | None = None, exclude: tuple[str, ...] = ()
                     ) -> list[dict[str, Any]]:
-    """Every row of every chapter's results file ``results/<profile>/*.json`` (the reproduction scorecard),
-    each with its chapter's name, in file-name order."""
+    """Every row of every chapter's results file ``<results>/<profile>/*.json`` (the reproduction scorecard),
+    each with its chapter's name, in file-name order. ``<results>`` is ``results_dir``, else the folder the
+    runner writes to (``$OODLIB_RESULTS``), else ``<repo>/results``."""
     from .params import REPO_ROOT
 
-    folder = Path(results_dir) if results_dir is not None else REPO_ROOT / "results" / profile
+    root = Path(results_dir) if results_dir is not None else Path(os.environ.get("OODLIB_RESULTS",
+                                                                               REPO_ROOT / "results"))
+    folder = root / profile
     rows = []
     for path in sorted(folder.glob("*.json")):
         if path.stem in exclude:

@@ -97,7 +97,9 @@ class Gram(Detector):
     ----------
     model : a classifier with ``feature_maps(x)`` and logits ``model(x)`` (:class:`oodlib.models.Classifier`).
     powers : the largest power P (powers 1..P); the reference uses 10, the attack paper 5 (Appendix H.2).
-    root : ``"direct"`` (the reference's root) or ``"log"`` (Appendix H.2 (b)).
+    root : ``"log"`` (default; Appendix H.2 (b): finite input gradients) or ``"direct"`` (the reference's root,
+        whose input gradient is inf/NaN wherever a row sum is 0 — kept by name to reproduce Appendix H.2).
+        The two scores differ by the 1e-40 inside the logarithm only.
     dtype : the precision of the Gram features and deviations (float64 per Appendix H.2 (a)).
     holdout_fraction : the share of ``fit``'s images kept aside, when no ``x_holdout`` is given, to normalise
         each layer's deviation (the reference uses held-out in-distribution test images).
@@ -109,7 +111,7 @@ class Gram(Detector):
     name = "gram"
     paper = "Sastry & Oore, ICML 2020"
 
-    def __init__(self, model: nn.Module, powers: int = 10, root: str = "direct", dtype: torch.dtype = torch.float64,
+    def __init__(self, model: nn.Module, powers: int = 10, root: str = "log", dtype: torch.dtype = torch.float64,
                  holdout_fraction: float = 0.2, divide_by_confidence: bool = False, seed: int = 0) -> None:
         super().__init__(model)
         if not (isinstance(powers, int) and powers >= 1):

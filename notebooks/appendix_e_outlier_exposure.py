@@ -45,8 +45,7 @@ steps = 200
 # %%
 import torch
 
-from oodlib import data, experiments, metrics, plots
-from oodlib.attack import ood_attack
+from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
 from oodlib.detectors.outlier_exposure import OE_LAMBDA, OUTLIER_BATCH_FACTOR, OutlierExposure
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
@@ -170,31 +169,24 @@ markdown_table(["ID set", "model", "score", "test accuracy", *[f"AUROC vs {s}" f
 # root-mean-square budget from both starts, and at {glue:text}`large_factor:g` times that budget from noise.
 
 # %%
-runs = {(d, a): ood_attack(detectors[d].model, x_in[d], starts[d][s], eps=eps[d][budget], steps=steps,
-                           routine="authors", seed=seed)
-        for d in datasets for a, (s, budget) in attacks[d].items()}
-score_in = {d: detectors[d].score_batched(x_in[d]) for d in datasets}
-score_start = {(d, s): detectors[d].score_batched(x0) for d in datasets for s, x0 in starts[d].items()}
-score_attacked = {key: detectors[key[0]].score_batched(run.x) for key, run in runs.items()}
-attacked = {key: metrics.detection_summary(score_in[key[0]], score) for key, score in score_attacked.items()}
-for (d, a), summary in attacked.items():
-    s, budget = attacks[d][a]
-    note = f"ε = {eps[d][budget]:.2f} on {d}, N = {steps}, {n_samples} test images"
+runs = {d: experiments.attack_detector(detectors[d], detectors[d].model, x_in[d], starts[d],
+                                      {a: (s, eps[d][budget]) for a, (s, budget) in attacks[d].items()},
+                                      steps=steps, seed=seed) for d in datasets}
+for d, a, run in ((d, a, run) for d in datasets for a, run in runs[d].items()):
+    note = f"ε = {run.eps:.2f} on {d}, N = {steps}, {n_samples} test images"
     if a == start:
-        results.add(f"Table 5: {d} vs OOD", "AUROC, attacked", summary["auroc"], paper=PAPER_TABLE5,
+        results.add(f"Table 5: {d} vs OOD", "AUROC, attacked", run.summary["auroc"], paper=PAPER_TABLE5,
                     note=f"{note}; the paper: 0.500 on SVHN, CIFAR-10 and CIFAR-100 ({start} start)")
     else:
-        results.add(f"Appendix E (extension): {d}, {a} start", "AUROC, attacked", summary["auroc"], note=note)
-    results.add(f"Appendix E: {d}, {a} start", "median MAPE of the logits", runs[d, a].mape.median())
+        results.add(f"Appendix E (extension): {d}, {a} start", "AUROC, attacked", run.summary["auroc"], note=note)
+    results.add(f"Appendix E: {d}, {a} start", "median MAPE of the logits", run.median_mape)
 for a, label in {start: "noise", "natural crop": "crops", large: "large"}.items():
-    glue_value(f"auroc_{label}", attacked[main, a]["auroc"])
-    glue_value(f"mape_{label}", runs[main, a].mape.median())
-markdown_table(["ID set", "start", "ε", "paper (Table 5)", "AUROC, start images", "AUROC, attacked", "AUPR-In",
-                "AUPR-Out", "FPR@95TPR (A)", "median MAPE (logits)"],
-               [[d, attacks[d][a][0], eps[d][attacks[d][a][1]], PAPER_TABLE5 if a == start else "—",
-                 metrics.auroc(score_in[d], score_start[d, attacks[d][a][0]]), summary["auroc"], summary["aupr_in"],
-                 summary["aupr_out"], summary["fpr95_A"], float(runs[d, a].mape.median())]
-                for (d, a), summary in attacked.items()],
+    glue_value(f"auroc_{label}", runs[main][a].summary["auroc"])
+    glue_value(f"mape_{label}", runs[main][a].median_mape)
+markdown_table(["ID set", "start", "ε", "paper (Table 5)", *experiments.DETECTOR_ATTACK_HEADER[:-1],
+                "median MAPE (logits)"],
+               [[d, run.start, run.eps, PAPER_TABLE5 if a == start else "—", *experiments.detector_attack_row(run)]
+                for d in datasets for a, run in runs[d].items()],
                caption=f"Table 5 reproduced: the Outlier Exposure in-score of {n_samples} test images against "
                        f"their start images and against the attacked images (f = logits, N = {steps}; AUROC and "
                        f"AUPR-In with ID positive on in-scores, AUPR-Out with OOD positive; FPR@95TPR convention "
@@ -214,29 +206,20 @@ markdown_table(["ID set", "start", "ε", "paper (Table 5)", "AUROC, start images
 # 10 logits) the same per-value budget leaves the attack far weaker.
 
 # %%
-fig = plots.score_histogram(score_in[main], score_attacked[main, start], score_out_clean=score_start[main, start],
-                            xlabel="OE in-score  LSE(l) − mean(l)", auroc=attacked[main, start]["auroc"])
-glue_figure("fig_hist_noise", fig)
-fig = plots.score_histogram(score_in[main], score_attacked[main, "natural crop"],
-                            score_out_clean=score_start[main, "natural crop"],
-                            xlabel="OE in-score  LSE(l) − mean(l)", auroc=attacked[main, "natural crop"]["auroc"])
-glue_figure("fig_hist_crops", fig)
-fig = plots.image_grid({"ID $x_{in}$": x_in[main][shown], f"{start} start": starts[main][start][shown],
-                        f"attacked ({start})": runs[main, start].x[shown],
-                        f"attacked (ε ×{eps_paper_large / eps_paper:g})": runs[main, large].x[shown],
-                        "natural-crop start": starts[main]["natural crop"][shown],
-                        "attacked (crop)": runs[main, "natural crop"].x[shown]}, n=8)
-glue_figure("fig_images", fig)
+figures = plots.detector_attack_figures(runs[main], x_in[main], shown, main=start, crop="natural crop", large=large,
+                                        xlabel="OE in-score  LSE(l) − mean(l)")
+for key, fig in figures.items():
+    glue_figure(f"fig_{key}", fig)
 
 # %% [markdown]
-# ```{glue:figure} fig_hist_noise
+# ```{glue:figure} fig_hist_main
 # :name: fig-e-hist-noise
 #
 # Figure 16 reproduced: the Outlier Exposure in-score of the test images (blue), of the images attacked from noise
 # at the paper's budget (red) and of the noise start images before the attack (grey).
 # ```
 #
-# ```{glue:figure} fig_hist_crops
+# ```{glue:figure} fig_hist_crop
 # :name: fig-e-hist-crops
 #
 # The same from natural-image start crops, which the detector rejects before the attack (grey).

@@ -58,8 +58,7 @@ steps = 200
 # %%
 import torch
 
-from oodlib import data, experiments, metrics, plots
-from oodlib.attack import ood_attack
+from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
 from oodlib.detectors.confidence import GAN_LR, ConfidenceCalibrated
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
@@ -180,34 +179,25 @@ markdown_table(["ID set", "model", "test accuracy", *[f"AUROC vs {s}" for s in c
 # with {glue:text}`large_factor:g` times the paper's root-mean-square budget.
 
 # %%
-runs = {(d, a): ood_attack(detectors[d].classifier_input, x_in[d], starts[d][s], eps=eps[d][budget], steps=steps,
-                           routine="authors", seed=seed)
-        for d in datasets for a, (s, budget) in attacks[d].items()}
-score_in = {d: detectors[d].score_batched(x_in[d]) for d in datasets}
-score_start = {(d, s): detectors[d].score_batched(x0) for d in datasets for s, x0 in starts[d].items()}
-score_attacked = {key: detectors[key[0]].score_batched(run.x) for key, run in runs.items()}
-attacked = {key: metrics.detection_summary(score_in[key[0]], score) for key, score in score_attacked.items()}
+runs = {d: experiments.attack_detector(detectors[d], detectors[d].classifier_input, x_in[d], starts[d],
+                                      {a: (s, eps[d][budget]) for a, (s, budget) in attacks[d].items()},
+                                      steps=steps, seed=seed) for d in datasets}
 paper = {d: PAPER_TABLE6.get(PAPER_ROW.get(d, "")) for d in datasets}
-for (d, a), summary in attacked.items():
-    s, budget = attacks[d][a]
-    note = f"ε = {eps[d][budget]:.2f} on {d}, N = {steps}, {n_samples} test images"
+for d, a, run in ((d, a, run) for d in datasets for a, run in runs[d].items()):
+    note = f"ε = {run.eps:.2f} on {d}, N = {steps}, {n_samples} test images"
     if a == start:
         row = PAPER_ROW.get(d)
-        results.add(f"Table 6: {d} vs OOD", "AUROC, attacked", summary["auroc"], paper=paper[d],
+        results.add(f"Table 6: {d} vs OOD", "AUROC, attacked", run.summary["auroc"], paper=paper[d],
                     note=f"{note}; set beside the paper's {row} row" if row and row != d else note)
     else:
-        results.add(f"Appendix G (extension): {d}, {a} start", "AUROC, attacked", summary["auroc"], note=note)
-    results.add(f"Appendix G: {d}, {a} start", "median MAPE of the classifier input", runs[d, a].mape.median())
+        results.add(f"Appendix G (extension): {d}, {a} start", "AUROC, attacked", run.summary["auroc"], note=note)
+    results.add(f"Appendix G: {d}, {a} start", "median MAPE of the classifier input", run.median_mape)
 for a, label in {start: "noise", "natural crop": "crops", large: "large"}.items():
-    glue_value(f"auroc_{label}", attacked[main, a]["auroc"])
-    glue_value(f"mape_{label}", runs[main, a].mape.median())
-markdown_table(["ID set", "start", "ε", "paper (Table 6)", "AUROC, start images", "AUROC, attacked", "AUPR-In",
-                "AUPR-Out", "FPR@95TPR (A)", "median MAPE"],
-               [[d, attacks[d][a][0], eps[d][attacks[d][a][1]],
-                 paper[d] if a == start and paper[d] is not None else "—",
-                 metrics.auroc(score_in[d], score_start[d, attacks[d][a][0]]), summary["auroc"], summary["aupr_in"],
-                 summary["aupr_out"], summary["fpr95_A"], float(runs[d, a].mape.median())]
-                for (d, a), summary in attacked.items()],
+    glue_value(f"auroc_{label}", runs[main][a].summary["auroc"])
+    glue_value(f"mape_{label}", runs[main][a].median_mape)
+markdown_table(["ID set", "start", "ε", "paper (Table 6)", *experiments.DETECTOR_ATTACK_HEADER],
+               [[d, run.start, run.eps, paper[d] if a == start and paper[d] is not None else "—",
+                 *experiments.detector_attack_row(run)] for d in datasets for a, run in runs[d].items()],
                caption=f"Table 6 reproduced: the maximum softmax of the confidence-calibrated classifier on "
                        f"{n_samples} test images against their start images and against the attacked images "
                        f"(f = the classifier module's input, N = {steps}; AUROC and AUPR-In with ID positive on "
@@ -227,22 +217,13 @@ markdown_table(["ID set", "start", "ε", "paper (Table 6)", "AUROC, start images
 # protection against an image that reproduces an in-distribution image's internal representation.
 
 # %%
-fig = plots.score_histogram(score_in[main], score_attacked[main, start], score_out_clean=score_start[main, start],
-                            xlabel="maximum softmax", auroc=attacked[main, start]["auroc"])
-glue_figure("fig_hist_noise", fig)
-fig = plots.score_histogram(score_in[main], score_attacked[main, "natural crop"],
-                            score_out_clean=score_start[main, "natural crop"], xlabel="maximum softmax",
-                            auroc=attacked[main, "natural crop"]["auroc"])
-glue_figure("fig_hist_crops", fig)
-fig = plots.image_grid({"ID $x_{in}$": x_in[main][shown], f"{start} start": starts[main][start][shown],
-                        f"attacked ({start})": runs[main, start].x[shown],
-                        f"attacked (ε ×{eps_paper_large / eps_paper:g})": runs[main, large].x[shown],
-                        "natural-crop start": starts[main]["natural crop"][shown],
-                        "attacked (crop)": runs[main, "natural crop"].x[shown]}, n=8)
-glue_figure("fig_images", fig)
+figures = plots.detector_attack_figures(runs[main], x_in[main], shown, main=start, crop="natural crop", large=large,
+                                        xlabel="maximum softmax")
+for key, fig in figures.items():
+    glue_figure(f"fig_{key}", fig)
 
 # %% [markdown]
-# ```{glue:figure} fig_hist_noise
+# ```{glue:figure} fig_hist_main
 # :name: fig-g-hist-noise
 #
 # Figure 18 reproduced: the maximum softmax of the confidence-calibrated classifier on the test images (blue), on
@@ -250,7 +231,7 @@ glue_figure("fig_images", fig)
 # (grey).
 # ```
 #
-# ```{glue:figure} fig_hist_crops
+# ```{glue:figure} fig_hist_crop
 # :name: fig-g-hist-crops
 #
 # The same from natural-image start crops (grey: before the attack).

@@ -1,14 +1,17 @@
-"""The experiment pipeline shared by the encoder chapters (Section 1, Section 3.1, Appendix B).
+"""The experiment pipelines shared by the encoder chapters (Section 1, Section 3.1, Appendix B) and by the
+detector chapters whose attack target is a detector's own feature (Appendices E and G).
 
 For each start image x'_out (Section 3.1: "Using each of the three initial OOD samples ... we generated 1000 OOD
 samples paired with the 1000 (in-distribution) samples"), attack the encoder ``model.features`` so that every
 attacked image matches the code of its paired in-distribution image, then measure MAPE (Section 3) and the MSP
-detector's AUROC (Table 1).
+detector's AUROC (Table 1). :func:`attack_detector` does the same against a detector: the attack matches the
+feature its score is computed from, and the detector's score of the attacked images is compared with the ID images'.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -317,3 +320,63 @@ def add_run_rows(results: Results, item_prefix: str, runs: dict[str, StartRun], 
         item = f"{item_prefix}, {start_label(run.start)} start, ε = {run.eps:g}"
         results.add(item, "fraction of MAPE < 0.1%", run.fraction_below, note=note)
         results.add(item, "median MAPE", run.mape.median(), note=note)
+
+
+@dataclass
+class DetectorAttack:
+    """A detector under Algorithm 1 from one start image (Appendices E.2 and G.2): the attack matched the feature
+    the detector's score is computed from, and the detector's in-scores of the ID, start and attacked images."""
+
+    start: str
+    eps: float
+    x_start: Tensor
+    result: AttackResult
+    score_in: Tensor
+    score_start: Tensor
+    score_attacked: Tensor
+
+    @property
+    def auroc_start(self) -> float:
+        """AUROC (ID positive) of the ID images against the start images, before the attack."""
+        return metrics.auroc(self.score_in, self.score_start)
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """:func:`oodlib.metrics.detection_summary` of the ID images against the attacked images."""
+        return metrics.detection_summary(self.score_in, self.score_attacked)
+
+    @property
+    def median_mape(self) -> float:
+        """Median MAPE of the matched feature over the attacked images."""
+        return float(self.result.mape.median())
+
+
+def attack_detector(detector: Detector, f: Callable[[Tensor], Tensor], x_in: Tensor, starts: dict[str, Tensor],
+                    configs: dict[str, tuple[str, float]], *, steps: int, seed: int = 0, **attack_options
+                    ) -> dict[str, DetectorAttack]:
+    """For each named ``(start image, ε)`` of ``configs``, Algorithm 1 on ``f`` (the feature ``detector``'s score
+    is computed from: the logits for Outlier Exposure, the classifier module's input for the confidence-calibrated
+    classifier) from the start batch ``starts[start]``, image ``i`` paired with ``x_in[i]``; then ``detector``'s
+    scores. One start batch may appear at several budgets. The routine is the authors' unless
+    ``attack_options`` names another."""
+    attack_options.setdefault("routine", "authors")
+    score_in = detector.score_batched(x_in)
+    runs = {}
+    for name, (start, eps) in configs.items():
+        result = ood_attack(f, x_in, starts[start], eps=eps, steps=steps, seed=seed, **attack_options)
+        runs[name] = DetectorAttack(start=start, eps=eps, x_start=starts[start], result=result, score_in=score_in,
+                                    score_start=detector.score_batched(starts[start]),
+                                    score_attacked=detector.score_batched(result.x))
+    return runs
+
+
+DETECTOR_ATTACK_HEADER: list[str] = ["AUROC, start images", "AUROC, attacked", "AUPR-In", "AUPR-Out",
+                                     "FPR@95TPR (A)", "median MAPE"]
+"""Column names of :func:`detector_attack_row`."""
+
+
+def detector_attack_row(run: DetectorAttack) -> list[float]:
+    """The AUROC before the attack, the detection summary after it, and the median MAPE of the matched feature."""
+    summary = run.summary
+    return [run.auroc_start, summary["auroc"], summary["aupr_in"], summary["aupr_out"], summary["fpr95_A"],
+            run.median_mape]

@@ -14,8 +14,9 @@ Images are NCHW arrays or tensors with values in [0, 1] and C in {1, 3}.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,6 +27,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from oodlib.metrics import as_float64_array, mape as _mape_metric, mape_fraction_below
+
+if TYPE_CHECKING:
+    from oodlib.experiments import DetectorAttack
 
 __all__ = [
     "ID_COLOR",
@@ -380,6 +384,15 @@ def attack_panel(
     return fig
 
 
+ROW_LABEL_WIDTH = 14
+"""Characters per line of an image grid's row label: a longer label is broken at spaces so that it stays beside
+its own row (a row is 1.2 inches high)."""
+
+
+def _row_label(name: str) -> str:
+    return name if "$" in name else textwrap.fill(name, ROW_LABEL_WIDTH, break_long_words=False)
+
+
 def image_grid(images: Mapping[str, Any] | Any, *, n: int = 8, title: str | None = None) -> Figure:
     """A grid of images, one row per named group (e.g. "start", "attacked", "ID").
 
@@ -398,7 +411,8 @@ def image_grid(images: Mapping[str, Any] | Any, *, n: int = 8, title: str | None
     Returns
     -------
     matplotlib.figure.Figure
-        ``rows * min(n, largest group)`` axes, all with their axis lines off.
+        ``rows * min(n, largest group)`` axes, all with their axis lines off. Row labels longer than
+    :data:`ROW_LABEL_WIDTH` characters are broken at spaces (labels with mathtext are left whole).
     """
     set_style()
     groups = {k: _images(v, f"images[{k!r}]" if k else "images") for k, v in _as_named(images).items()}
@@ -412,7 +426,7 @@ def image_grid(images: Mapping[str, Any] | Any, *, n: int = 8, title: str | None
             else:
                 ax.set_axis_off()
         if name:
-            row[0].text(-0.08, 0.5, name, transform=row[0].transAxes, rotation=90,
+            row[0].text(-0.08, 0.5, _row_label(name), transform=row[0].transAxes, rotation=90,
                         ha="right", va="center")
     if title:
         fig.suptitle(title, fontweight="bold")
@@ -476,3 +490,23 @@ def loss_curves(
         ax.legend(loc="best")
     fig.tight_layout()
     return fig
+
+
+def detector_attack_figures(runs: Mapping[str, DetectorAttack], x_in: Any, shown: Sequence[int], *, main: str,
+                            crop: str, large: str, xlabel: str) -> dict[str, Figure]:
+    """The three figures of a detector under attack (Appendices E and G): the detector's score histograms of the ID,
+    start and attacked images from the ``main`` start and from the ``crop`` start (``"hist_main"``,
+    ``"hist_crop"``), and an image grid of the ``shown`` ID images beside their start and attacked images, with the
+    ``large``-budget attack from the main start (``"images"``)."""
+    figures = {}
+    for key, name in (("hist_main", main), ("hist_crop", crop)):
+        run = runs[name]
+        figures[key] = score_histogram(run.score_in, run.score_attacked, score_out_clean=run.score_start,
+                                       xlabel=xlabel, auroc=run.summary["auroc"])
+    m, c, big = runs[main], runs[crop], runs[large]
+    larger = f"attacked (ε\u00a0×{big.eps / m.eps:g})"  # a no-break space keeps "(ε ×2)" on one line
+    images = {"ID $x_{in}$": x_in[shown], f"{m.start} start": m.x_start[shown],
+              f"attacked ({m.start})": m.result.x[shown], larger: big.result.x[shown],
+              f"{c.start} start": c.x_start[shown], f"attacked ({c.start})": c.result.x[shown]}
+    figures["images"] = image_grid(images, n=8)
+    return figures

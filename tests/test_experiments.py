@@ -142,3 +142,32 @@ def test_run_study_on_a_tiny_cached_model(tmp_path, monkeypatch):
     assert [(r.item, r.metric) for r in results.rows[:2]] == [
         ("Figure 8: X, CT start, ε = 1", "fraction of MAPE < 0.1%"), ("Figure 8: X, CT start, ε = 1", "median MAPE")]
     assert results.rows[3].measured == pytest.approx(float(study.runs["noise"].mape.median()))
+
+
+def test_attack_detector_matches_the_feature_and_scores_every_set(model, x_in):
+    from oodlib import metrics, plots
+    from oodlib.attack import ood_attack
+    from oodlib.detectors import make_detector
+
+    detector = make_detector("msp", model)
+    starts = {"noise": torch.rand_like(x_in), "crop": torch.rand_like(x_in).mul(0.5)}
+    configs = {"noise": ("noise", 2.0), "crop": ("crop", 2.0), "noise, ε ×2": ("noise", 4.0)}
+    runs = experiments.attack_detector(detector, model, x_in, starts, configs, steps=6, seed=0)
+    assert list(runs) == list(configs)
+    big = runs["noise, ε ×2"]
+    assert big.start == "noise" and big.eps == 4.0 and big.x_start is starts["noise"]
+    # the same attack as a direct call with the authors' routine: the helper adds scoring, nothing else
+    direct = ood_attack(model, x_in, starts["noise"], eps=4.0, steps=6, seed=0, routine="authors")
+    assert torch.equal(big.result.x, direct.x)
+    assert torch.equal(big.score_attacked, detector.score_batched(direct.x))
+    assert torch.equal(big.score_start, detector.score_batched(starts["noise"]))
+    assert big.auroc_start == metrics.auroc(detector.score_batched(x_in), detector.score_batched(starts["noise"]))
+    row = experiments.detector_attack_row(big)
+    assert len(row) == len(experiments.DETECTOR_ATTACK_HEADER)
+    assert row[1] == big.summary["auroc"] and row[-1] == float(direct.mape.median())
+    figures = plots.detector_attack_figures(runs, x_in, [0, 1], main="noise", crop="crop", large="noise, ε ×2",
+                                            xlabel="MSP")
+    assert set(figures) == {"hist_main", "hist_crop", "images"}
+    labels = [" ".join(t.get_text().split()) for ax in figures["images"].axes for t in ax.texts]
+    assert labels == ["ID $x_{in}$", "noise start", "attacked (noise)", "attacked (ε ×2)", "crop start",
+                      "attacked (crop)"]

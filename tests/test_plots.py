@@ -105,6 +105,13 @@ def test_image_grid(channels: int) -> None:
     assert {"start", "attacked", "ID"} <= set(_texts(fig))
 
 
+def test_image_grid_breaks_long_row_labels_at_spaces() -> None:
+    groups = {"attacked (natural crop)": _images(2, 1), "ID $x_{in}$ and more": _images(2, 1), "ID": _images(2, 1)}
+    labels = _texts(plots.image_grid(groups, n=2))
+    assert "attacked\n(natural crop)" in labels  # broken beside its row, never across rows
+    assert "ID $x_{in}$ and more" in labels and "ID" in labels  # mathtext and short labels left whole
+
+
 def test_image_grid_single_tensor_and_bad_shape() -> None:
     assert len(plots.image_grid(_images(3, 1), n=8).axes) == 3
     with pytest.raises(ValueError, match="C in"):

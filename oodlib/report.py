@@ -12,9 +12,12 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from IPython.display import Markdown
 
 ROWS_ENV = "OODLIB_ROWS"
 

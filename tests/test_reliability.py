@@ -1,7 +1,6 @@
 """Reliability: missing data refused before any work, an interrupted build resumes correctly, and two cold
 builds of the smoke profile give bitwise-identical results files."""
 
-import json
 import os
 import signal
 import subprocess

@@ -342,8 +342,9 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
     """The inner loop of Algorithm 1 for one batch; returns CPU tensors.
 
     Every iteration is one forward and one backward to the input, plus a handful of in-place element-wise
-    operations on preallocated buffers (normalise, Adamax, project, clamp): no allocation proportional to the
-    images, no host-device copy, and the MAPE only on iterations that record or check it."""
+    operations on preallocated buffers (normalise, Adamax, project, clamp) and no host-device copy; the MAPE is
+    computed only on iterations that record or check it. Image-sized selections (``torch.where``) are made only
+    on check iterations (``tol``) and, with ``keep_best``, on every iteration."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
     x0 = x0.to(dev, torch.float32).contiguous(memory_format=layout)
     x = start.to(dev, torch.float32).contiguous(memory_format=layout).clone()  # the iterate, updated in place

@@ -23,14 +23,13 @@ part — see :func:`classifier_input` for its counterpart in oodlib's architectu
 from __future__ import annotations
 
 import math
-import time
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..training import minibatches, register_recipe
+from ..training import fit, register_recipe, tail_mean
 from .base import Detector, register_detector
 
 if TYPE_CHECKING:
@@ -196,33 +195,28 @@ def train_confidence_calibrated(model: nn.Module, train: "ImageSet", spec: "Mode
         torch.manual_seed(spec.seed)
         generator = Generator(latent, channels, size, width).to(device)
         discriminator = Discriminator(channels, size, width).to(device)
-    opt_c = torch.optim.Adam(model.parameters(), lr=lr)
     opt_g = torch.optim.Adam(generator.parameters(), lr=gan_lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=gan_lr, betas=(0.5, 0.999))
-    n_steps = spec.epochs * -(-len(train) // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt_c, T_max=max(n_steps, 1))
     gen = torch.Generator().manual_seed(spec.seed)
     x_all, y_all = train.x.to(device), train.y.to(device)
-    start, history = time.perf_counter(), []
-    model.train()
+    kl_generated, loss_discriminator = [], []
     generator.train()
     discriminator.train()
-    for _ in range(spec.epochs):
-        for idx in minibatches(len(train), batch_size, gen):
-            x, y = x_all[idx.to(device)], y_all[idx.to(device)]
-            z1, z2 = torch.randn((2, len(idx), latent), generator=gen).to(device)
-            loss_d, _ = _gan_step(model, generator, discriminator, x, z1, beta, opt_g, opt_d)
-            with torch.no_grad():
-                generated = generator(z2)
-            logits = model(torch.cat([x, generated]))
-            logits_generated = logits[len(idx):]
-            loss = confidence_loss(logits[:len(idx)], y, logits_generated, beta)
-            opt_c.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_c.step()
-            scheduler.step()
-            history.append((loss.item(), kl_from_uniform(logits_generated.detach()).mean().item(), loss_d))
-    model.eval()
-    last = torch.tensor(history[-10:]).mean(dim=0) if history else torch.full((3,), float("nan"))
-    return {"final_train_loss": float(last[0]), "final_kl_generated": float(last[1]),
-            "final_discriminator_loss": float(last[2]), "train_seconds": time.perf_counter() - start}
+
+    def step_loss(step: int, idx: Tensor) -> Tensor:
+        """Steps (1) and (2) on G and D, then the classifier's joint confidence loss (step (3), taken by fit)."""
+        x, y = x_all[idx.to(device)], y_all[idx.to(device)]
+        z1, z2 = torch.randn((2, len(idx), latent), generator=gen).to(device)
+        loss_d, _ = _gan_step(model, generator, discriminator, x, z1, beta, opt_g, opt_d)
+        with torch.no_grad():
+            generated = generator(z2)
+        logits = model(torch.cat([x, generated]))
+        logits_generated = logits[len(idx):]
+        kl_generated.append(kl_from_uniform(logits_generated.detach()).mean().item())
+        loss_discriminator.append(loss_d)
+        return confidence_loss(logits[:len(idx)], y, logits_generated, beta)
+
+    facts = fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=batch_size, lr=lr,
+                generator=gen)
+    return {**facts, "final_kl_generated": tail_mean(kl_generated),
+            "final_discriminator_loss": tail_mean(loss_discriminator)}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from oodlib import autoencoder as ae_mod
+from oodlib import metrics
 from oodlib.autoencoder import (
     AutoEncoderSpec,
     ConvAutoEncoder,
@@ -159,10 +160,13 @@ def test_attack_autoencoder(weight):
     assert torch.allclose(run.distance_to_reconstruction_in, expected, atol=1e-5)
     assert run.code_mape.shape == (3,)
     detector = ReconstructionError(model)
-    summary = attack_summary(run, detector.score_batched(x_in), detector.score_batched(run.x), x_in)
+    s_in, s_out = detector.score_batched(x_in), detector.score_batched(run.x)
+    summary = attack_summary(run, s_in, s_out, x_in)
     assert set(summary) == {"median_code_mape", "auroc", "fpr95", "mean_reconstruction_error",
                             "mean_distance_to_reconstruction_in", "median_nearest_id_distance"}
-    assert 0.0 <= summary["auroc"] <= 1.0
+    assert summary["auroc"] == metrics.auroc(s_in, s_out)
+    assert summary["fpr95"] == metrics.fpr_at_95_tpr(s_in, s_out, "A")
+    assert summary["median_code_mape"] == float(run.code_mape.median())
 
 
 def test_adaptive_attack_lowers_reconstruction_error():

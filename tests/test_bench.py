@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from oodlib import bench
+from oodlib.attack import ood_attack
 from oodlib.models import SmallCNN
 
 
@@ -44,9 +45,16 @@ def test_section_3_1_hours_counts_batches_starts_and_steps():
 
 def test_time_to_quality_compares_the_routines(cnn):
     x_in = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
-    report = bench.time_to_quality(cnn, x_in, torch.rand_like(x_in), eps=2.0, steps=20)
-    assert report["authors_steps"] == 20 and report["default_steps"] == 2
-    assert report["default_steps_run"] <= 2
+    x_ood = torch.rand_like(x_in)
+    report = bench.time_to_quality(cnn, x_in, x_ood, eps=2.0, steps=20)
+    authors = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=20, routine="authors", seed=0)
+    ours = ood_attack(cnn.features, x_in, x_ood, eps=2.0, steps=2, seed=0)
+    assert report["authors_final_median_mape"] == float(authors.mape.median())
+    assert report["default_final_median_mape"] == float(ours.mape.median())
+    assert report["default_steps"] == 2 and report["default_steps_run"] == ours.steps_run
+    curve = ours.mape_history.nanmedian(dim=1).values
+    reached = [int(i) for i, m in zip(ours.iterations, curve) if m <= report["authors_final_median_mape"]]
+    assert report["default_iterations_to_authors_final"] == (reached[0] if reached else None)
 
 
 def test_gpu_benchmark_refuses_without_a_gpu(monkeypatch):

@@ -1,12 +1,14 @@
 """The robust detectors of the source papers (oodlib.defenses): ATOM's extra class, outlier mining, BAL's pieces,
 the training recipes on tiny data, and the leaderboard machinery."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oodlib import training
+from oodlib import metrics, store, training
 from oodlib.defenses import leaderboard
 from oodlib.defenses.atom import ATOM, extended_logits, mine_outliers, ood_class_cross_entropy, ood_probability
 from oodlib.defenses.bal import BAL, nearest_l1, shuffled_labels, uniform_box_samples
@@ -155,7 +157,9 @@ def test_recipe_trains_one_epoch_on_tiny_data(tmp_store, recipe, options):
                           options={"width": 4, "latent_dim": 8}, recipe_options=options)
     model = tmp_store.get(spec, device="cpu")
     info = tmp_store.info(spec)
-    assert 0.0 <= info["test_accuracy"] <= 1.0 and info["final_train_loss"] == info["final_train_loss"]
+    test = store.training_data(spec, "test")
+    assert info["test_accuracy"] == training.accuracy(model, test.x, test.y)
+    assert math.isfinite(info["final_train_loss"])
     assert not model.training and all(p.requires_grad for p in model.parameters())
     assert torch.isfinite(model(_images(3, 5))).all()
 
@@ -189,7 +193,9 @@ def test_leaderboard_fills_every_cell(tiny_board):
     for cells in tiny_board.outcomes.values():
         assert list(cells) == list(leaderboard.THREATS)
         for outcome in cells.values():
-            assert 0.0 <= outcome.auroc <= 1.0 and 0.0 <= outcome.fpr95 <= 1.0
+            assert outcome.auroc == metrics.auroc(outcome.score_in, outcome.score_out)
+            assert outcome.fpr95 == metrics.fpr_at_95_tpr(outcome.score_in, outcome.score_out, "A")
+            assert outcome.score_out.shape[0] == outcome.x_out.shape[0]
             assert outcome.x_out.shape[1:] == (1, 8, 8)
     rows = tiny_board.table_rows(leaderboard.THREATS)
     assert len(rows) == 3 and len(rows[0]) == 2 + len(leaderboard.THREATS)

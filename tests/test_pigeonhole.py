@@ -99,7 +99,9 @@ def test_coverage_monotone_in_points():
 )
 def test_coverage_finite_for_huge_arguments(m, n):
     p = coverage_probability(m, n)
-    assert math.isfinite(p) and 0.0 <= p <= 1.0
+    # the coupon-collector limit where the sizes fit a float; certain coverage at the paper's scale
+    expected = coverage_probability_asymptotic(float(m), float(n)) if m < 2**1000 else 1.0
+    assert math.isfinite(p) and p == pytest.approx(expected, rel=1e-3, abs=1e-12)
 
 
 def test_coverage_huge_values():

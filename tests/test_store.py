@@ -3,11 +3,12 @@
 import json
 import multiprocessing as mp
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from oodlib import store
+from oodlib import store, training
 from oodlib.store import ModelSpec, ModelStore, atomic_write_bytes, cache_key
 
 TINY = ModelSpec.make("small_cnn", "digits", epochs=1, seed=0, options={"width": 4, "latent_dim": 8})
@@ -34,10 +35,22 @@ def test_key_is_stable_under_option_order():
                                                        options={"latent_dim": 8, "width": 4}))
 
 
-def test_key_changes_with_training_source(monkeypatch):
+def test_key_changes_with_training_source_and_only_with_it(tmp_path, monkeypatch):
+    from oodlib import plots, training
+
     before = cache_key(TINY)
-    monkeypatch.setattr(store, "_source_hash", lambda spec: "edited training code")
-    assert cache_key(TINY) != before
+    copy = tmp_path / "training.py"
+    copy.write_bytes(Path(training.__file__).read_bytes())
+    monkeypatch.setattr(training, "__file__", str(copy))
+    unedited = cache_key(TINY)
+    copy.write_bytes(copy.read_bytes() + b"\n# an edit to the training code\n")
+    assert cache_key(TINY) != unedited
+    monkeypatch.undo()
+    assert cache_key(TINY) == before
+    unrelated = tmp_path / "plots.py"
+    unrelated.write_bytes(Path(plots.__file__).read_bytes() + b"\n# an edit to the plotting code\n")
+    monkeypatch.setattr(plots, "__file__", str(unrelated))
+    assert cache_key(TINY) == before  # plotting code does not determine a trained model
 
 
 def test_trains_once_then_loads_identical_weights(tmp_store):
@@ -45,7 +58,9 @@ def test_trains_once_then_loads_identical_weights(tmp_store):
     weights, meta, _ = tmp_store.paths(TINY)
     assert weights.exists() and meta.exists()
     info = json.loads(meta.read_text())
-    assert 0.0 <= info["test_accuracy"] <= 1.0 and info["geometry"]["in_channels"] == 1
+    test = store.training_data(TINY, "test")
+    assert info["test_accuracy"] == training.accuracy(first, test.x, test.y)
+    assert info["geometry"]["in_channels"] == 1
     mtime = weights.stat().st_mtime_ns
     second = tmp_store.get(TINY, device="cpu")
     assert weights.stat().st_mtime_ns == mtime  # loaded, not retrained

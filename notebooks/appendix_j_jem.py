@@ -224,10 +224,8 @@ for i, name in enumerate(detectors):
     fig = plots.score_histogram(scores_in[name], scores_attacked[name], score_out_clean=scores_spiral[name],
                                 xlabel=f"in-score {name}", auroc=attacked[name]["auroc"])
     glue_figure(f"fig_hist_{i}", fig)
-fig = plots.loss_curves({f"{start}, ε = {eps:g}": attack.loss_history,
-                         f"{start}, ε = {eps_extra:g}": attack_extra.loss_history,
-                         f"{other_start}, ε = {eps:g}": noise_attack.loss_history},
-                        ylabel="‖f(x) − f(x_in)‖² (median, IQR band)")
+fig = plots.attack_curves({f"{start}, ε = {eps:g}": attack, f"{start}, ε = {eps_extra:g}": attack_extra,
+                           f"{other_start}, ε = {eps:g}": noise_attack}, quantity="loss")
 glue_figure("fig_loss", fig)
 show = slice(None, None, max(n_samples // 8, 1))  # eight pairs spread over the classes
 fig = plots.image_grid({"ID $x_{in}$": x_in[show], f"ε = {eps:g}": attack.x[show],

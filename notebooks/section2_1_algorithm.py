@@ -110,7 +110,7 @@ glue_figure("fig_example", fig)
 # Same model, data, start images, ε and number of iterations; only the update differs.
 
 # %%
-fig = plots.loss_curves({name: r.mape_history for name, r in runs.items()}, ylabel="MAPE (median, IQR band)")
+fig = plots.attack_curves(runs)
 glue_figure("fig_updates", fig)
 final = {name: r.mape.median() for name, r in runs.items()}
 distance = {name: (r.x - x_start).flatten(1).norm(dim=1).mean() for name, r in runs.items()}
@@ -150,7 +150,7 @@ markdown_table(["update", "median final MAPE", "mean ‖x − x'_out‖₂"],
 step_runs = experiments.compare_variants(
     model.features, x_in, x_start, {f"α = {k:g}·ε": {"step_size": k * eps} for k in step_size_factors},
     eps=eps, steps=steps, seed=seed, routine="authors")
-fig = plots.loss_curves({name: r.mape_history for name, r in step_runs.items()}, ylabel="MAPE (median, IQR band)")
+fig = plots.attack_curves(step_runs)
 glue_figure("fig_step", fig)
 for name, r in step_runs.items():
     results.add(f"Section 2.1: authors' routine, {name}, N = {steps}", "median MAPE", r.mape.median())
@@ -204,7 +204,7 @@ quality = experiments.compare_variants(
      f"default (fast), N = {steps_long // 10}": {"routine": "fast", "steps": steps_long // 10}},
     eps=eps, seed=seed)
 authors_long, fast_short = quality.values()
-fig = plots.loss_curves({name: r.mape_history for name, r in quality.items()}, ylabel="MAPE (median, IQR band)")
+fig = plots.attack_curves(quality)
 glue_figure("fig_quality", fig)
 glue_value("mape_authors_long", authors_long.mape.median())
 glue_value("mape_fast_short", fast_short.mape.median())

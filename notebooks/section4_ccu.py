@@ -182,8 +182,7 @@ markdown_table(["target f(x)", *attack_rows["logits"]],
                name="tbl-s4-attack")
 
 # %%
-fig = plots.loss_curves({f: run.loss_history for f, run in attacks.items()},
-                        ylabel="‖f(x) − f(x_in)‖² (median, IQR band)")
+fig = plots.attack_curves(attacks, quantity="loss")
 glue_figure("fig_loss", fig)
 fig = plots.score_histogram(ccu_in, ccu.score_batched(attacks["logits"].x),
                             score_out_clean=ccu.score_batched(x_start), xlabel="CCU in-score max log p(y|x)",

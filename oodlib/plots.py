@@ -42,6 +42,7 @@ __all__ = [
     "attack_panel",
     "image_grid",
     "loss_curves",
+    "attack_curves",
 ]
 
 #: Colour of in-distribution samples.
@@ -443,6 +444,7 @@ def _median_and_quartiles(history: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 def loss_curves(
     histories: Mapping[str, Any] | Any,
     *,
+    iterations: Mapping[str, Any] | Any | None = None,
     ylabel: str = "MAPE",
     log_y: bool = True,
     xlabel: str = "iteration",
@@ -457,7 +459,10 @@ def loss_curves(
     Parameters
     ----------
     histories : mapping of str to array-like, or array-like
-        Each history has shape (T,) or (T, N): T iterations of N per-sample values.
+        Each history has shape (T,) or (T, N): T recorded iterations of N per-sample values.
+    iterations : mapping of str to array-like, or array-like, optional
+        The iteration number of each recorded row, shape (T,), keyed like ``histories`` (an attack records every
+        ``record_every``-th iteration: :attr:`oodlib.attack.AttackResult.iterations`). Default: 0, 1, …, T − 1.
     ylabel : str, default "MAPE"
         Label of the value axis.
     log_y : bool, default True
@@ -474,11 +479,16 @@ def loss_curves(
     """
     set_style()
     named = _as_named(histories)
+    at = _as_named(iterations) if iterations is not None else {}
+    if at and set(at) != set(named):
+        raise ValueError(f"iterations are keyed {sorted(at)}; the histories {sorted(named)}")
     fig, ax = plt.subplots(figsize=(5.0, 3.2))
     for color, (name, history) in zip(sns.color_palette(_PALETTE, len(named)), named.items()):
         values = _numpy(history)
         median, q25, q75 = _median_and_quartiles(values)
-        steps = np.arange(len(median))
+        steps = _numpy(at[name]).reshape(-1) if at else np.arange(len(median))
+        if len(steps) != len(median):
+            raise ValueError(f"{name!r}: {len(steps)} iteration numbers for {len(median)} recorded rows")
         ax.plot(steps, median, color=color, linewidth=1.6, label=name or None)
         if band and values.ndim > 1 and values[0].size > 1:
             ax.fill_between(steps, q25, q75, color=color, alpha=0.2, linewidth=0)
@@ -490,6 +500,24 @@ def loss_curves(
         ax.legend(loc="best")
     fig.tight_layout()
     return fig
+
+
+def attack_curves(runs: Mapping[str, Any], *, quantity: str = "mape", ylabel: str | None = None) -> Figure:
+    """:func:`loss_curves` of attack results (:class:`oodlib.attack.AttackResult`) on their true iteration axis:
+    the per-sample ``quantity`` history (``"mape"``: MAPE of Section 3; ``"loss"``: the objective J of
+    Algorithm 1) against the recorded iteration numbers, whatever the recording stride.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``quantity``.
+    """
+    if quantity not in ("mape", "loss"):
+        raise ValueError(f"quantity must be 'mape' or 'loss'; got {quantity!r}")
+    default = "MAPE (median, IQR band)" if quantity == "mape" else "‖f(x) − f(x_in)‖² (median, IQR band)"
+    return loss_curves({name: getattr(run, f"{quantity}_history") for name, run in runs.items()},
+                       iterations={name: run.iterations for name, run in runs.items()},
+                       ylabel=ylabel or default)
 
 
 def detector_attack_figures(runs: Mapping[str, DetectorAttack], x_in: Any, shown: Sequence[int], *, main: str,

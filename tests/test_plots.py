@@ -129,6 +129,24 @@ def test_loss_curves() -> None:
     assert len(ax.collections) == 1  # one IQR band: the (T,) history has none
 
 
+def test_attack_curves_plot_true_iteration_numbers() -> None:
+    from oodlib.attack import ood_attack
+    from oodlib.models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, image_size=8, num_classes=3, width=4, latent_dim=4).eval()
+    x_in, x_start = _images(3, 1, seed=1), _images(3, 1, seed=2)
+    run = ood_attack(model.features, x_in, x_start, eps=1.0, steps=40, routine="authors", record_every=10)
+    assert run.mape_history.shape[0] == 4  # 40 iterations recorded every 10th
+    fig = plots.attack_curves({"authors": run}, quantity="loss")
+    x = fig.axes[0].get_lines()[0].get_xdata()
+    assert list(x) == [0, 10, 20, 30]  # the axis reaches N, not the number of records
+    with pytest.raises(ValueError, match="3 iteration numbers for 2 recorded rows"):
+        plots.loss_curves({"a": np.ones((2, 4))}, iterations={"a": [0, 1, 2]})
+    with pytest.raises(ValueError, match="quantity"):
+        plots.attack_curves({"authors": run}, quantity="objective")
+
+
 def test_plots_never_select_backend() -> None:
     import inspect
 

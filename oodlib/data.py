@@ -36,8 +36,8 @@ REAL_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "svhn", "mnist", "fashi
                                   "imagenet_val", "oct")
 DATASETS: tuple[str, ...] = EMBEDDED_DATASETS + REAL_DATASETS
 
-START_IMAGES: tuple[str, ...] = ("noise", "spiral", "checker2", "checker8", "ct", "mr", "fundus", "camera",
-                                 "astronaut", "chelsea", "coffee")
+START_IMAGES: tuple[str, ...] = ("noise", "noise_mean_matched", "spiral", "checker2", "checker8", "ct", "mr",
+                                 "fundus", "camera", "astronaut", "chelsea", "coffee")
 
 AUXILIARY_SOURCES: tuple[str, ...] = ("china", "flower")
 """scikit-learn sample photographs cropped by :func:`auxiliary_outliers`."""
@@ -516,13 +516,16 @@ def _checkerboard(h: int, w: int, squares: int) -> Tensor:
     return _array_to_tensor(((rows[:, None] + cols[None, :]) % 2).astype(np.float32))
 
 
-def start_image(name: str, *, size: int | tuple[int, int], channels: int, seed: int = 0) -> Tensor:
+def start_image(name: str, *, size: int | tuple[int, int], channels: int, seed: int = 0,
+                id_mean: float | Sequence[float] | Tensor | None = None) -> Tensor:
     """A start image ``x'_out`` of the OOD attack (Section 3.1, Appendix B), shape (1, C, H, W) in [0, 1].
 
     Parameters
     ----------
     name
-        One of :data:`START_IMAGES`: ``noise`` (uniform per pixel, seeded), ``spiral`` (procedural colour
+        One of :data:`START_IMAGES`: ``noise`` (uniform per pixel on [0, 1], seeded), ``noise_mean_matched``
+        (uniform noise with the in-distribution set's mean grey level ``id_mean``; see :func:`mean_matched_noise`),
+        ``spiral`` (procedural colour
         spiral), ``checker2`` / ``checker8`` (2 or 8 squares per side), ``ct`` (pydicom's CT slice, the paper's
         lung-CT start), ``mr`` (pydicom's MR slice), ``fundus`` (scikit-image's retinal fundus photograph,
         Appendix B.1), ``camera`` / ``astronaut`` / ``chelsea`` / ``coffee`` (scikit-image photographs).
@@ -532,12 +535,21 @@ def start_image(name: str, *, size: int | tuple[int, int], channels: int, seed: 
     channels
         1 or 3 (see :func:`to_model_input`).
     seed
-        Seed of ``noise``; ignored by the other images.
+        Seed of the two noise images; ignored by the other images.
+    id_mean
+        Per-channel (or one) mean pixel value of the in-distribution training set, in (0, 1); required by
+        ``noise_mean_matched`` and refused by the other images.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or ``id_mean`` missing for (or given to an image other than) ``noise_mean_matched``.
     """
-    _check_choice(name, START_IMAGES, "start image")
-    h, w = _pair(size)
-    if name == "noise":
-        return _noise(1, channels, (h, w), seed)
+    return start_batch(name, 1, size=size, channels=channels, seed=seed, id_mean=id_mean)
+
+
+def _start_picture(name: str, size: tuple[int, int], channels: int) -> Tensor:
+    h, w = size
     if name == "spiral":
         return to_model_input(_spiral(h, w), channels=channels)
     if name.startswith("checker"):
@@ -552,12 +564,47 @@ def _noise(n: int, channels: int, size: tuple[int, int], seed: int) -> Tensor:
     return torch.rand((n, channels, *size), generator=generator)
 
 
-def start_batch(name: str, n: int, *, size: int | tuple[int, int], channels: int, seed: int = 0) -> Tensor:
-    """``n`` start images (n, C, H, W): independent noise per sample for ``noise`` (as the authors do, and the
-    first equals ``start_image("noise", seed=seed)``), otherwise the one image repeated."""
+def mean_matched_noise(n: int, channels: int, size: int | tuple[int, int], id_mean: float | Sequence[float] | Tensor,
+                       seed: int = 0) -> Tensor:
+    """Uniform noise whose expected pixel value equals the in-distribution set's mean, shape (n, C, H, W) in [0, 1].
+
+    Each pixel of channel c is uniform on [0, 2 m_c] when the channel's in-distribution mean m_c ≤ 0.5, and on
+    [2 m_c − 1, 1] otherwise: an affine rescaling of the ``noise`` start of the same seed, so the two starts show
+    the same random pattern. Why: small classifiers are often most confident on mid-grey uniform noise (mean 0.5),
+    which their clean detectors then cannot flag (Nguyen et al. 2015), and an L2 budget sized for the paper cannot
+    move a whole image's mean grey level from 0.5 to, e.g., MNIST's 0.13. Matching the mean removes that one
+    global statistic, so a clean detector can tell the start from ID images by its texture alone, and the attack is
+    tested on a start the clean detector catches (the paper's setting: every start is detected before the attack).
+
+    Raises
+    ------
+    ValueError
+        If ``id_mean`` has neither 1 nor ``channels`` values, or a value outside (0, 1).
+    """
+    mean = torch.as_tensor(id_mean, dtype=torch.float32).reshape(-1)
+    if mean.numel() == 1:
+        mean = mean.repeat(channels)
+    if mean.numel() != channels or not bool(((mean > 0) & (mean < 1)).all()):
+        raise ValueError(f"id_mean must be 1 or {channels} values in (0, 1); got {id_mean!r}")
+    low = torch.where(mean <= 0.5, torch.zeros_like(mean), 2 * mean - 1).view(1, -1, 1, 1)
+    width = torch.where(mean <= 0.5, 2 * mean, 2 * (1 - mean)).view(1, -1, 1, 1)
+    return low + width * _noise(n, channels, _pair(size), seed)
+
+
+def start_batch(name: str, n: int, *, size: int | tuple[int, int], channels: int, seed: int = 0,
+                id_mean: float | Sequence[float] | Tensor | None = None) -> Tensor:
+    """``n`` start images (n, C, H, W): independent noise per sample for the two noise starts (as the authors do;
+    the first equals ``start_image(name, seed=seed)``), otherwise the one image repeated. Arguments as
+    :func:`start_image`."""
+    _check_choice(name, START_IMAGES, "start image")
+    if (name == "noise_mean_matched") != (id_mean is not None):
+        raise ValueError("id_mean (the in-distribution mean pixel value) is required by the "
+                         f"'noise_mean_matched' start and only by it; got start {name!r} with id_mean={id_mean!r}")
     if name == "noise":
         return _noise(n, channels, _pair(size), seed)
-    return start_image(name, size=size, channels=channels, seed=seed).repeat(n, 1, 1, 1)
+    if name == "noise_mean_matched":
+        return mean_matched_noise(n, channels, size, id_mean, seed)
+    return _start_picture(name, _pair(size), channels).repeat(n, 1, 1, 1)
 
 
 # --------------------------------------------------------------------------------------------------- natural crops

@@ -135,10 +135,11 @@ def test_to_model_input_channels_and_size() -> None:
 @pytest.mark.parametrize("name", data.START_IMAGES)
 @pytest.mark.parametrize(("size", "channels"), [(28, 1), (32, 3)])
 def test_start_images(name: str, size: int, channels: int) -> None:
-    image = data.start_image(name, size=size, channels=channels)
+    options = {"id_mean": 0.13} if name == "noise_mean_matched" else {}
+    image = data.start_image(name, size=size, channels=channels, **options)
     _check_images(image, (1, channels, size, size))
     assert image.std() > 0.02  # not blank
-    assert torch.equal(image, data.start_image(name, size=size, channels=channels))
+    assert torch.equal(image, data.start_image(name, size=size, channels=channels, **options))
 
 
 def test_start_image_details() -> None:
@@ -287,3 +288,32 @@ def test_fingerprints_of_embedded_sets() -> None:
     assert data.fingerprint("lfw") == prints["lfw"]
     with pytest.raises(ValueError):
         data.fingerprint("nope")
+
+
+@pytest.mark.parametrize("id_mean", [0.13, [0.2, 0.5, 0.8]])
+def test_mean_matched_noise_has_the_in_distribution_mean(id_mean) -> None:
+    channels = 1 if isinstance(id_mean, float) else 3
+    x = data.start_batch("noise_mean_matched", 64, size=28, channels=channels, seed=3, id_mean=id_mean)
+    _check_images(x, (64, channels, 28, 28))
+    means = torch.as_tensor(id_mean, dtype=torch.float32).reshape(-1)
+    assert torch.allclose(x.mean(dim=(0, 2, 3)), means, atol=0.005)  # 50k pixels a channel: s.e. < 0.002
+    # the same random pattern as the uniform-noise start of that seed, rescaled per channel
+    u = data.start_batch("noise", 64, size=28, channels=channels, seed=3)
+    low = torch.where(means <= 0.5, 0.0, 2 * means - 1).view(1, -1, 1, 1)
+    width = torch.where(means <= 0.5, 2 * means, 2 * (1 - means)).view(1, -1, 1, 1)
+    assert torch.equal(x, low + width * u)
+    assert float(x.amax()) == pytest.approx(float((low + width).amax()), abs=0.01)  # spans its whole range
+    assert torch.equal(x[:1], data.start_image("noise_mean_matched", size=28, channels=channels, seed=3,
+                                               id_mean=id_mean))
+    assert not torch.equal(x, data.start_batch("noise_mean_matched", 64, size=28, channels=channels, seed=4,
+                                               id_mean=id_mean))
+
+
+def test_mean_matched_noise_needs_a_valid_mean_and_only_it_takes_one() -> None:
+    with pytest.raises(ValueError, match="id_mean"):
+        data.start_batch("noise_mean_matched", 2, size=8, channels=1)
+    with pytest.raises(ValueError, match="id_mean"):
+        data.start_batch("noise", 2, size=8, channels=1, id_mean=0.3)
+    for bad in (0.0, 1.0, [0.2, 0.3]):
+        with pytest.raises(ValueError, match="id_mean"):
+            data.start_batch("noise_mean_matched", 2, size=8, channels=1, id_mean=bad)

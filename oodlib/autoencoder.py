@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from . import data, models, store, training
 from .attack import AttackResult, ood_attack
-from .metrics import auroc, fpr_at_95_tpr, mape
+from .metrics import auroc, fpr_at_95_tpr, mape, nearest_image_distance
 
 __all__ = ["AutoEncoderAttack", "AutoEncoderSpec", "ConvAutoEncoder", "attack_autoencoder", "attack_summary",
            "autoencoder_cache_key", "autoencoder_info", "get_autoencoder", "nearest_image_distance",
@@ -329,38 +329,6 @@ def _batched(fn, x: Tensor, device: torch.device, batch_size: int = 512) -> Tens
 def _distance(a: Tensor, b: Tensor) -> Tensor:
     """Per-sample L2 distance between two image batches (``b`` may hold one image)."""
     return (a.cpu() - b.cpu()).flatten(1).norm(dim=1)
-
-
-def nearest_image_distance(x: Tensor, reference: Tensor, exclude_self: bool = False, batch_size: int = 512
-                           ) -> Tensor:
-    """L2 distance from each image to its nearest image in ``reference`` (Section 2.4: is ``x_out`` still OOD?).
-
-    An attacked "OOD" image closer to an in-distribution image than in-distribution images are to each other
-    has drifted into the in-distribution set (the caveat of the paper's JEM appendix).
-
-    Parameters
-    ----------
-    x, reference : torch.Tensor
-        Image batches (N, ...) and (R, ...).
-    exclude_self : bool, default False
-        Ignore zero distances (for ``x`` drawn from ``reference`` itself).
-    batch_size : int, default 512
-        Queries per block (memory bound ``batch_size * R``).
-
-    Returns
-    -------
-    torch.Tensor
-        (N,) float64 distances (computed in float32, blockwise).
-    """
-    queries = x.detach().flatten(1).float().cpu()
-    refs = reference.detach().flatten(1).float().cpu()
-    blocks = []
-    for i in range(0, len(queries), batch_size):
-        d = torch.cdist(queries[i:i + batch_size], refs)
-        if exclude_self:
-            d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
-        blocks.append(d.amin(dim=1))
-    return torch.cat(blocks).double() if blocks else torch.empty(0, dtype=torch.float64)
 
 
 def attack_summary(run: AutoEncoderAttack, score_in: Tensor, score_out: Tensor, reference: Tensor

@@ -35,6 +35,7 @@ __all__ = [
     "fpr_at_95_tpr",
     "detection_summary",
     "mape_fraction_below",
+    "nearest_image_distance",
 ]
 
 #: Floor on the MAPE denominator ``max(|z_in|)``, so an all-zero ``z_in`` gives a finite value.
@@ -397,3 +398,36 @@ def mape_fraction_below(mape_values: Any, threshold: float = 1e-3) -> float:
     """
     values = as_float64_array(mape_values, "mape_values")
     return float(np.mean(values < threshold))
+
+
+def nearest_image_distance(x: torch.Tensor, reference: torch.Tensor, exclude_self: bool = False,
+                           batch_size: int = 512) -> torch.Tensor:
+    """L2 distance from each image to its nearest image in ``reference`` (Section 2.4: is an attacked ``x_out``
+    still out-of-distribution?).
+
+    An attacked "OOD" image closer to an in-distribution image than in-distribution images are to each other
+    has drifted into the in-distribution set (the caveat of the paper's JEM appendix).
+
+    Parameters
+    ----------
+    x, reference : torch.Tensor
+        Image batches (N, ...) and (R, ...).
+    exclude_self : bool, default False
+        Ignore zero distances (for ``x`` drawn from ``reference`` itself).
+    batch_size : int, default 512
+        Queries per block (memory bound ``batch_size * R``).
+
+    Returns
+    -------
+    torch.Tensor
+        (N,) float64 distances (computed in float32, blockwise).
+    """
+    queries = x.detach().flatten(1).float().cpu()
+    refs = reference.detach().flatten(1).float().cpu()
+    blocks = []
+    for i in range(0, len(queries), batch_size):
+        d = torch.cdist(queries[i:i + batch_size], refs)
+        if exclude_self:
+            d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
+        blocks.append(d.amin(dim=1))
+    return torch.cat(blocks).double() if blocks else torch.empty(0, dtype=torch.float64)

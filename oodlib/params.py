@@ -169,7 +169,8 @@ def _clause(text: str, where: str) -> tuple[str, Check]:
 def _declaration(name: str, type_name: str, help_text: str, default: Any, where: str) -> Declaration:
     if type_name not in TYPES:
         raise ParameterError(f"{where}: parameter {name!r} has no declared type (got {type_name!r}); write "
-                             f"`{name}: TYPE = value  # CONSTRAINT; description` with TYPE one of {', '.join(TYPES)}")
+                             f"`{name}: TYPE = value  # CONSTRAINT; description` with TYPE one of "
+                             f"{', '.join(TYPES)} (the last one in quotes)")
     constraint, _, description = help_text.partition(";")
     if not constraint.strip():
         raise ParameterError(f"{where}: parameter {name!r} has no constraint; write "
@@ -235,23 +236,22 @@ def declared_parameters(notebook: str | Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ validation
 
-def _coerce_element(d: Declaration, v: Any, element_type: str) -> Any:
+def _coerce_element(v: Any, element_type: str, declared: str) -> tuple[Any, str | None]:
+    """(v converted to ``element_type``, None) or (v, the reason it cannot be)."""
     if element_type in ("int", "float"):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ParameterError(f"parameter {d.name!r} = {v!r}: must be a number (declared {d.type}), got "
-                                 f"{type(v).__name__}")
+            return v, f"must be a number (declared {declared}), got {type(v).__name__}"
         if not math.isfinite(v):
-            raise ParameterError(f"parameter {d.name!r} = {v!r}: must be a finite number")
+            return v, "must be a finite number"
         if element_type == "float":
-            return float(v)
+            return float(v), None
         if isinstance(v, float) and not v.is_integer():
-            raise ParameterError(f"parameter {d.name!r} = {v!r}: must be an integer (declared {d.type})")
-        return int(v)
+            return v, f"must be an integer (declared {declared})"
+        return int(v), None
     expected = {"bool": bool, "str": str, "dict": dict}[element_type]
     if not isinstance(v, expected):
-        raise ParameterError(f"parameter {d.name!r} = {v!r}: must be a {element_type} (declared {d.type}), got "
-                             f"{type(v).__name__}")
-    return v
+        return v, f"must be a {element_type} (declared {declared}), got {type(v).__name__}"
+    return v, None
 
 
 def _coerce_and_check(d: Declaration, value: Any, values: dict[str, Any]) -> Any:
@@ -259,25 +259,32 @@ def _coerce_and_check(d: Declaration, value: Any, values: dict[str, Any]) -> Any
     the declaration."""
     if d.type == "Optional[int]" and value is None:
         return None
-    if d.type.startswith("list["):
-        if not isinstance(value, (list, tuple)):
-            raise ParameterError(f"parameter {d.name!r} = {value!r}: must be a list (declared {d.type}), got "
-                                 f"{type(value).__name__}")
-        value = [_coerce_element(d, v, d.type[5:-1]) for v in value]
-        elements = value
-    else:
-        value = _coerce_element(d, value, "int" if d.type == "Optional[int]" else d.type)
-        elements = [value]
+    is_list = d.type.startswith("list[")
+    if is_list and not isinstance(value, (list, tuple)):
+        raise ParameterError(f"parameter {d.name!r} = {value!r}: must be a list (declared {d.type}), got "
+                             f"{type(value).__name__}")
+    element_type = d.type[5:-1] if is_list else "int" if d.type == "Optional[int]" else d.type
+
+    def fail(reason: str, element: Any) -> ParameterError:
+        where = f" (value {element!r})" if is_list and "valid choices" not in reason else ""
+        return ParameterError(f"parameter {d.name!r} = {value!r}: {reason}{where}")
+
+    converted = []
+    for v in value if is_list else [value]:
+        v, reason = _coerce_element(v, element_type, d.type)
+        if reason:
+            raise fail(reason, v)
+        converted.append(v)
+    value = converted if is_list else converted[0]
     for check in d.list_checks:
         reason = check(value, values)
         if reason:
             raise ParameterError(f"parameter {d.name!r} = {value!r}: {reason}")
-    for v in elements:
+    for v in converted:
         for check in d.element_checks:
             reason = check(v, values)
             if reason:
-                where = f" (value {v!r})" if d.type.startswith("list[") and "valid choices" not in reason else ""
-                raise ParameterError(f"parameter {d.name!r} = {value!r}: {reason}{where}")
+                raise fail(reason, v)
     return value
 
 

@@ -81,22 +81,61 @@ def load_yaml(text: str) -> Any:
 
 # ----------------------------------------------------------------------------------------------- registries
 
-def registries() -> dict[str, tuple[str, ...]]:
-    """The named choices ``one of REGISTRY`` refers to."""
-    from . import data, defenses, detectors, models, training  # noqa: F401  (defenses registers ATOM and BAL)
-    from .attack.ood import SCHEDULES
+def _datasets() -> tuple[str, ...]:
+    from .data import DATASETS
+
+    return tuple(DATASETS)
+
+
+def _start_images() -> tuple[str, ...]:
+    from .data import START_IMAGES
+
+    return tuple(START_IMAGES)
+
+
+def _archs() -> tuple[str, ...]:
+    from .models import ARCHS
+
+    return tuple(ARCHS)
+
+
+def _detectors() -> tuple[str, ...]:
+    from . import defenses  # noqa: F401  (registers ATOM and BAL)
+    from .detectors import DETECTORS
+
+    return tuple(DETECTORS)
+
+
+def _recipes() -> tuple[str, ...]:
+    from . import defenses, detectors  # noqa: F401  (register their recipes)
+    from .training import RECIPES
+
+    return tuple(RECIPES)
+
+
+def _leaderboard_rows() -> tuple[str, ...]:
     from .defenses.leaderboard import ROWS
 
-    return {"datasets": tuple(data.DATASETS), "archs": tuple(models.ARCHS),
-            "detectors": tuple(detectors.DETECTORS), "start images": tuple(data.START_IMAGES),
-            "recipes": tuple(training.RECIPES), "leaderboard rows": tuple(ROWS), "schedules": tuple(SCHEDULES),
-            "devices": ("auto", "cpu", "cuda", "cuda:N"), "profiles": PROFILES}
+    return tuple(ROWS)
+
+
+def _schedules() -> tuple[str, ...]:
+    from .attack.ood import SCHEDULES
+
+    return tuple(SCHEDULES)
+
+
+REGISTRIES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "datasets": _datasets, "archs": _archs, "detectors": _detectors, "start images": _start_images,
+    "recipes": _recipes, "leaderboard rows": _leaderboard_rows, "schedules": _schedules,
+    "devices": lambda: ("auto", "cpu", "cuda", "cuda:N"), "profiles": lambda: PROFILES}
+"""The named choices ``one of REGISTRY`` refers to; each imports only the module that holds it."""
 
 
 def _in_registry(registry: str, value: Any) -> bool:
     if registry == "devices" and isinstance(value, str) and re.fullmatch(r"cuda:[0-9]+", value):
         return True
-    return value in registries()[registry]
+    return value in REGISTRIES[registry]()
 
 
 # ------------------------------------------------------------------------------------------------ declarations
@@ -147,11 +186,11 @@ def _clause(text: str, where: str) -> tuple[str, Check]:
     m = re.fullmatch(r"one of\s+(.+)", text)
     if m:
         registry = m.group(1)
-        if registry not in registries():
+        if registry not in REGISTRIES:
             raise ParameterError(f"{where}: unknown registry {registry!r} in 'one of'; known: "
-                                 f"{', '.join(registries())}")
+                                 f"{', '.join(REGISTRIES)}")
         return "element", lambda v, values: None if _in_registry(registry, v) else (
-            f"{v!r} is not one of the {registry}; valid choices: {', '.join(registries()[registry])}")
+            f"{v!r} is not one of the {registry}; valid choices: {', '.join(REGISTRIES[registry]())}")
     m = re.fullmatch(r"in\s+(\w+)", text)
     if m:
         other = m.group(1)

@@ -171,12 +171,12 @@ def _clause(text: str, where: str) -> tuple[str, Check]:
         return "element", lambda v, values: None if test(v) else f"must be {text}"
     m = re.fullmatch(r"in\s*([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])", text)
     if m:
-        low, high = float(m.group(2)), float(m.group(3))
+        low, high, shown = float(m.group(2)), float(m.group(3)), text[2:].strip()
         closed_low, closed_high = m.group(1) == "[", m.group(4) == "]"
 
         def interval(v: Any, values: dict[str, Any]) -> str | None:
             ok = (v >= low if closed_low else v > low) and (v <= high if closed_high else v < high)
-            return None if ok else f"must be in {m.group(0)[3:].strip()}"
+            return None if ok else f"must be in {shown}"
         return "element", interval
     m = re.fullmatch(r"one of\s+\{(.*)\}", text)
     if m:

@@ -15,7 +15,9 @@
 # ε = 20 (noise), DenseNet-121 with ε = 5 and ε = 30, N = 10⁴, α = ε/100; OCT ε = 10 (fundus photograph) and
 # ε = 20 (noise); COVID-19 CT ε = 20; GTSRB ε = 10; CelebA (Glow) ε = 10 — always N = 10⁴ and α = ε/100, L2
 # norm. The table below is generated from the book's three parameter profiles (`notebooks/params/*.yml`) together
-# with each chapter's declared defaults, so it always shows what the book actually ran:
+# with each chapter's declared defaults, so it always shows what the book actually ran; the *declared* column is
+# each parameter's type and constraint as written beside its chapter's parameters cell, checked before any
+# chapter runs:
 #
 # - **paper** — the paper's settings on the real datasets (needs `data_scripts/` and a GPU);
 # - **default** — embedded data on a 2-core CPU; sizes chosen so the whole book builds in under 30 minutes;
@@ -26,16 +28,17 @@
 # experiments, or as stated) and shows the attacked images.
 
 # %% tags=["parameters"]
-profile = "default"
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
 
 # %%
-from oodlib.params import parameter_table
+from oodlib.params import check_chapter, parameter_table
 from oodlib.report import markdown_table, profile_banner
 from oodlib.runner import book_notebooks
 
+check_chapter("appendix_a_parameters", globals())  # the declared parameters, checked as the runner does
 chapters = [nb for nb in book_notebooks() if nb.stem not in ("appendix_a_parameters", "reproduction_scorecard")]
 profile_banner(profile, {})
 
 # %%
-markdown_table(["chapter", "parameter", "paper", "default", "smoke"], parameter_table(chapters),
+markdown_table(["chapter", "parameter", "declared", "paper", "default", "smoke"], parameter_table(chapters),
                caption="Every chapter's parameters in the three profiles", name="tbl-appendix-a")

@@ -29,40 +29,42 @@
 # the attacked images beside their start images, and the MSP detector's AUROC before and after the attack.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-steps = 300
-n_examples = 3
-n_natural = 200
-oct_dataset = "mnist5k"
-oct_classes = [0, 1, 2, 3]
-oct_arch = "small_cnn"
-oct_epochs = 6
-oct_start = "fundus"
-eps_oct = [5.0, 10.0]
-n_oct = 100
-covid_dataset = "lfw"
-covid_arch = "small_cnn"
-covid_options = {"norm": "instance"}
-covid_epochs = 40
-covid_start = "ct"
-eps_covid = [4.5, 9.0]
-n_covid = 50
-gtsrb_dataset = "mnist5k"
-gtsrb_arch = "small_cnn"
-gtsrb_options = {"latent_dim": 128}
-gtsrb_epochs = 6
-eps_gtsrb = [5.05, 10.0]
-n_gtsrb = 100
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+steps: int = 300  # > 0; attack iterations N
+n_examples: int = 3  # > 0; examples shown in the figures
+n_natural: int = 200  # > 0; natural OOD images per study
+oct_dataset: str = "mnist5k"  # one of datasets; dataset of the OCT study
+oct_classes: list[int] = [0, 1, 2, 3]  # at least 0; classes of the OCT study's dataset ([]: all)
+oct_arch: str = "small_cnn"  # one of archs; classifier of the OCT study
+oct_epochs: int = 6  # > 0; training epochs of the OCT classifier
+oct_start: str = "fundus"  # one of start images; start image of the OCT attack
+eps_oct: list[float] = [5.0, 10.0]  # > 0 and nonempty; ε values of the OCT attack
+n_oct: int = 100  # > 0; test images of the OCT study
+covid_dataset: str = "lfw"  # one of datasets; dataset of the COVID-19 CT study
+covid_arch: str = "small_cnn"  # one of archs; classifier of the COVID-19 study
+covid_options: dict = {"norm": "instance"}  # any; model options of the COVID-19 classifier
+covid_epochs: int = 40  # > 0; training epochs of the COVID-19 classifier
+covid_start: str = "ct"  # one of start images; start image of the COVID-19 attack
+eps_covid: list[float] = [4.5, 9.0]  # > 0 and nonempty; ε values of the COVID-19 attack
+n_covid: int = 50  # > 0; test images of the COVID-19 study
+gtsrb_dataset: str = "mnist5k"  # one of datasets; dataset of the traffic-sign study
+gtsrb_arch: str = "small_cnn"  # one of archs; classifier of the traffic-sign study
+gtsrb_options: dict = {"latent_dim": 128}  # any; model options of the traffic-sign classifier
+gtsrb_epochs: int = 6  # > 0; training epochs of the traffic-sign classifier
+eps_gtsrb: list[float] = [5.05, 10.0]  # > 0 and nonempty; ε values of the traffic-sign attack (noise start)
+n_gtsrb: int = 100  # > 0; test images of the traffic-sign study
 
 # %%
 import torch
 
 from oodlib import experiments, metrics, plots
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec
 
+check_chapter("appendix_b_medical_traffic", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 specs = {
     "oct": ModelSpec.make(oct_arch, oct_dataset, epochs=oct_epochs, seed=seed, classes=oct_classes or None),

@@ -33,21 +33,21 @@
 # the paper did not test. It is a function of the logits alone, so the same attack applies to it.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-n_eval = 1000
-n_samples = 100
-start = "noise"
-eps = 10.0
-steps = 100
-temperatures = [1.0, 10.0, 100.0, 1000.0]
-magnitudes = [0.0, 0.001, 0.002, 0.004]
-figure_temperature = 1000.0
-figure_magnitude = 0.001
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_eval: int = 1000  # > 0; test images the detector is evaluated on
+n_samples: int = 100  # > 0; in-distribution test images attacked
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps: float = 10.0  # > 0; L2 budget ε of the attack, [0, 1] pixel units
+steps: int = 100  # > 0; attack iterations N
+temperatures: list[float] = [1.0, 10.0, 100.0, 1000.0]  # > 0 and nonempty; ODIN temperatures T
+magnitudes: list[float] = [0.0, 0.001, 0.002, 0.004]  # at least 0 and nonempty; ODIN input-perturbation magnitudes
+figure_temperature: float = 1000.0  # in temperatures; T of the figures
+figure_magnitude: float = 0.001  # in magnitudes; magnitude of the figures
 
 # %%
 import torch
@@ -56,9 +56,11 @@ from oodlib import data, experiments, metrics, plots
 from oodlib.attack import ood_attack
 from oodlib.detectors.energy import Energy
 from oodlib.detectors.odin import ODIN
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
+check_chapter("appendix_c_odin", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 model = get_model(spec, device=device)

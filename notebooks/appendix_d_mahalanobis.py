@@ -35,24 +35,24 @@
 # in-distribution than the test images (its Figure 15).
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-second_dataset = "digits"
-second_image_size = 28
-arch = "small_cnn"
-epochs = 6
-second_epochs = 15
-n_fit = 4000
-n_eval = 1000
-n_samples = 100
-start = "noise"
-eps = 10.0
-steps = 100
-magnitudes = [0.0, 0.01]
-figure_magnitude = 0.01
-ridge = 1e-6
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+second_dataset: str = "digits"  # one of datasets; dataset of the second classifier
+second_image_size: int = 28  # > 0; image side the second dataset is resized to
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+second_epochs: int = 15  # > 0; training epochs of the second classifier
+n_fit: int = 4000  # > 0; training images the detector is fitted on
+n_eval: int = 1000  # > 0; test images the detector is evaluated on
+n_samples: int = 100  # > 0; in-distribution test images attacked
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps: float = 10.0  # > 0; L2 budget ε of the attack, [0, 1] pixel units
+steps: int = 100  # > 0; attack iterations N
+magnitudes: list[float] = [0.0, 0.01]  # at least 0 and nonempty; input-perturbation magnitudes
+figure_magnitude: float = 0.01  # in magnitudes; magnitude of the figures
+ridge: float = 1e-6  # > 0; ridge added to the class covariance before inversion
 
 # %%
 import torch
@@ -61,9 +61,11 @@ from torch import nn
 from oodlib import data, experiments, plots
 from oodlib.attack import ood_attack
 from oodlib.detectors.mahalanobis import Mahalanobis
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
+check_chapter("appendix_d_mahalanobis", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 names = [dataset, second_dataset]
 specs = {dataset: ModelSpec.make(arch, dataset, epochs=epochs, seed=seed),

@@ -29,18 +29,18 @@
 # (recipe `"outlier_exposure"`) on the embedded data and repeats the experiment.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-datasets = ["mnist5k", "digits"]
-arch = "small_cnn"
-epochs = 6
-n_samples = 100
-n_ood = 500
-start = "noise"
-eps_paper = 10.0
-eps_paper_large = 20.0
-steps = 200
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+datasets: list[str] = ["mnist5k", "digits"]  # one of datasets and nonempty; in-distribution datasets, one OE model each
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_samples: int = 100  # > 0; in-distribution test images attacked
+n_ood: int = 500  # > 0; natural OOD images scored
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps_paper: float = 10.0  # > 0; ε of the paper's setting (the chapter scales it to this image size)
+eps_paper_large: float = 20.0  # > 0; a larger ε run beside it
+steps: int = 200  # > 0; attack iterations N
 
 # %%
 import torch
@@ -48,9 +48,11 @@ import torch
 from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
 from oodlib.detectors.outlier_exposure import OE_LAMBDA, OUTLIER_BATCH_FACTOR, OutlierExposure
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
+check_chapter("appendix_e_outlier_exposure", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 PAPER_VALUES = 3 * 32 * 32  # the appendix's SVHN / CIFAR images, where the paper's ε = 10 applies
 PAPER_TABLE5 = 0.500  # SVHN, CIFAR-10 and CIFAR-100 alike

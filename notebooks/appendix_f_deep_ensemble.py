@@ -22,20 +22,20 @@
 # ensemble from the model store and repeats the experiment.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-n_members = 5
-member_recipe = "standard"
-n_samples = 64
-n_ood = 500
-start = "noise"
-eps_paper = 10.0
-eps_paper_large = 20.0
-steps = 200
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_members: int = 5  # > 0; ensemble members
+member_recipe: str = "standard"  # one of recipes; training recipe of each member
+n_samples: int = 64  # > 0; in-distribution test images attacked
+n_ood: int = 500  # > 0; natural OOD images scored
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps_paper: float = 10.0  # > 0; ε of the paper's setting (the chapter scales it to this image size)
+eps_paper_large: float = 20.0  # > 0; a larger ε run beside it
+steps: int = 200  # > 0; attack iterations N
 
 # %%
 import torch
@@ -44,9 +44,11 @@ from oodlib import data, experiments, metrics, plots, training
 from oodlib.attack import ood_attack
 from oodlib.detectors import make_detector
 from oodlib.detectors.ensemble import ADVERSARIAL_EPS, DeepEnsemble, member_specs
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
+check_chapter("appendix_f_deep_ensemble", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 PAPER_VALUES = 3 * 32 * 32  # CIFAR-10, where the paper's ε = 10 applies
 PAPER_AUROC = 0.500  # Appendix F.2, CIFAR-10 vs OOD

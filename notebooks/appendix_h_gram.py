@@ -27,21 +27,21 @@
 # $p > 5$, so it set $P = 5$. We do the same and measure where each variant breaks on our network.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-n_fit = 4000
-n_eval = 1000
-n_samples = 100
-n_probe = 32
-start = "noise"
-eps = 10.0
-steps = 100
-max_power = 5
-probe_power = 20
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_fit: int = 4000  # > 0; training images the detector is fitted on
+n_eval: int = 1000  # > 0; test images the detector is evaluated on
+n_samples: int = 100  # > 0; in-distribution test images attacked
+n_probe: int = 32  # > 0; images probed for non-finite Gram gradients
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps: float = 10.0  # > 0; L2 budget ε of the attack, [0, 1] pixel units
+steps: int = 100  # > 0; attack iterations N
+max_power: int = 5  # > 0; highest Gram power p of the detector
+probe_power: int = 20  # > 0; highest power probed for non-finite gradients
 
 # %%
 import torch
@@ -50,9 +50,11 @@ from torch import nn
 from oodlib import data, experiments, plots
 from oodlib.attack import ood_attack
 from oodlib.detectors.gram import Gram, first_nonfinite_power, nonfinite_gradient_fraction
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
+check_chapter("appendix_h_gram", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 model = get_model(spec, device=device)

@@ -29,32 +29,34 @@
 # every threat model.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-oe_epochs = 6
-aloe_epochs = 1
-atom_epochs = 2
-aoe_epochs = 2
-fine_tune = True
-n_outliers = 4000
-bal_epochs = 10
-n_samples = 200
-eps_ood = 5.0
-steps = 150
-eps_aoe = 0.0314
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the standard classifier
+oe_epochs: int = 6  # > 0; epochs of Outlier Exposure training
+aloe_epochs: int = 1  # > 0; epochs of ALOE training
+atom_epochs: int = 2  # > 0; epochs of ATOM training
+aoe_epochs: int = 2  # > 0; epochs of AOE training
+fine_tune: bool = True  # any; defenses fine-tune the standard classifier (true) or train from scratch
+n_outliers: int = 4000  # > 0; auxiliary outlier crops for the outlier-trained defenses
+bal_epochs: int = 10  # > 0; epochs of BAL training
+n_samples: int = 200  # > 0; test images per threat
+eps_ood: float = 5.0  # > 0; L2 budget ε of the OOD attack (Algorithm 1)
+steps: int = 150  # > 0; iterations of every attack
+eps_aoe: float = 0.0314  # > 0; L∞ budget of the AOE/ALOE/ATOM threats
 
 # %%
 import torch
 
 from oodlib import data, experiments, metrics, plots
 from oodlib.defenses import leaderboard
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import get_model, model_info
 
+check_chapter("beyond_defenses", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 specs = leaderboard.model_specs(arch, dataset, seed=seed, epochs=epochs, oe_epochs=oe_epochs,
                                 aloe_epochs=aloe_epochs, atom_epochs=atom_epochs, aoe_epochs=aoe_epochs,

@@ -22,11 +22,13 @@
 # where and why its numbers differ.
 
 # %% tags=["parameters"]
-profile = "default"
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
 
 # %%
+from oodlib.params import check_chapter
 from oodlib.report import collect_results, glue_value, markdown_table, profile_banner, relative_difference
 
+check_chapter("reproduction_scorecard", globals())  # the declared parameters, checked as the runner does
 rows = collect_results(profile, exclude=("reproduction_scorecard",))
 with_paper = [r for r in rows if r["paper"] is not None and r["measured"] is not None]
 glue_value("n_rows", len(rows))

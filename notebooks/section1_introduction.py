@@ -29,27 +29,29 @@
 # (`oodlib.attack.ood_attack`, {doc}`Section 2.1 <section2_1_algorithm>`).
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-recipe = "standard"
-n_samples = 1
-medical_start = "ct"
-eps_medical = 5.0
-eps_noise = 10.0
-steps = 1000
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+recipe: str = "standard"  # one of recipes; training recipe of the classifiers
+n_samples: int = 1  # > 0; in-distribution images attacked
+medical_start: str = "ct"  # one of start images; medical start image
+eps_medical: float = 5.0  # > 0; ε from the medical start
+eps_noise: float = 10.0  # > 0; ε from the noise start
+steps: int = 1000  # > 0; attack iterations N
 
 # %%
 import torch
 
 from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
+check_chapter("section1_introduction", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed, recipe=recipe)
 model = get_model(spec, device=device)

@@ -33,27 +33,29 @@
 # cosine-decayed step and per-sample early stopping (last section of this page).
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-n_samples = 48
-start = "noise"
-eps = 10.0
-steps = 500
-step_size_factors = [0.001, 0.01, 0.1]
-eps_sweep = [0.36, 1.5, 2.5, 5.0, 10.0, 20.0]
-steps_long = 2000
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_samples: int = 48  # > 0; in-distribution test images attacked
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps: float = 10.0  # > 0; L2 budget ε of the attack, [0, 1] pixel units
+steps: int = 500  # > 0; attack iterations N
+step_size_factors: list[float] = [0.001, 0.01, 0.1]  # > 0 and nonempty; step sizes α compared, as multiples of ε
+eps_sweep: list[float] = [0.36, 1.5, 2.5, 5.0, 10.0, 20.0]  # > 0 and nonempty; ε values of the budget sweep
+steps_long: int = 2000  # at least 10; iterations of the long run (the fast routine gets a tenth)
 
 # %%
 import torch
 
 from oodlib import data, experiments, metrics, plots
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
+check_chapter("section2_1_algorithm", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 model = get_model(spec, device=device)

@@ -27,17 +27,17 @@
 # $[0, 1]$.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "mlp"
-epochs = 6
-n_samples = 16
-n_components = 64
-null_norms = [2.0, 5.0, 10.0, 20.0, 40.0]
-walk_length = 20.0
-start = "noise"
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "mlp"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_samples: int = 16  # > 0; test images whose encoder null space is walked
+n_components: int = 64  # > 0; principal components kept (the rest is the null space)
+null_norms: list[float] = [2.0, 5.0, 10.0, 20.0, 40.0]  # > 0 and nonempty; L2 norms of the null-space perturbations
+walk_length: float = 20.0  # > 0; L2 length of the ReLU null-space walks
+start: str = "noise"  # one of start images; start image x'_out of the attack
 
 # %%
 import functools
@@ -45,9 +45,11 @@ import functools
 import torch
 
 from oodlib import data, nullspace, plots
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
+check_chapter("section2_2_null_space", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 train = data.load_dataset(dataset, "train")
 x_in = data.load_dataset(dataset, "test").subset(n_samples, seed=seed).x

@@ -30,15 +30,15 @@
 # in-distribution images.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-n_trials = 4000
-n_noise = 1000
-n_natural = 500
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_trials: int = 4000  # > 0; Monte-Carlo trials per pigeonhole case
+n_noise: int = 1000  # > 0; uniform-noise images encoded
+n_natural: int = 500  # > 0; natural images encoded
 
 # %%
 import numpy as np
@@ -46,9 +46,11 @@ import torch
 
 from oodlib import data, experiments, metrics, pigeonhole, plots
 from oodlib.autoencoder import AutoEncoderSpec
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
+check_chapter("section2_2_pigeonhole", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 results = Results()

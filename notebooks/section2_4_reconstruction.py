@@ -23,19 +23,19 @@
 # together.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-latent_dim = 32
-epochs = 10
-n_samples = 32
-n_natural = 500
-n_reference = 1000
-start = "noise"
-eps_sweep = [10.0, 15.0, 20.0]
-steps = 300
-residual_weight = 1.0
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+latent_dim: int = 32  # > 0; latent size of the auto-encoder
+epochs: int = 10  # > 0; training epochs of the auto-encoder
+n_samples: int = 32  # > 0; in-distribution test images attacked
+n_natural: int = 500  # > 0; natural OOD images compared
+n_reference: int = 1000  # > 0; test images for the nearest-training-image distances
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps_sweep: list[float] = [10.0, 15.0, 20.0]  # > 0 and nonempty; ε values of the budget sweep
+steps: int = 300  # > 0; attack iterations N
+residual_weight: float = 1.0  # at least 0; weight of the reconstruction residual in the attack's loss
 
 # %%
 import torch
@@ -44,8 +44,10 @@ from oodlib import data, metrics, plots
 from oodlib.autoencoder import (AutoEncoderSpec, attack_autoencoder, attack_summary, autoencoder_info,
                                 get_autoencoder, nearest_image_distance)
 from oodlib.detectors.reconstruction import ReconstructionError
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 
+check_chapter("section2_4_reconstruction", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 ae_spec = AutoEncoderSpec(dataset=dataset, latent_dim=latent_dim, epochs=epochs, seed=seed)
 ae = get_autoencoder(ae_spec, device=device)

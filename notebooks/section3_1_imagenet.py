@@ -27,28 +27,30 @@
 # {doc}`Section 2.1 <section2_1_algorithm>`).
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-archs = ["small_cnn", "small_resnet"]
-epochs = 6
-recipe = "standard"
-n_samples = 128
-steps = 300
-medical_start = "ct"
-eps_medical = [5.0, 10.0]
-eps_noise = [10.0, 20.0]
-n_natural = 200
-n_examples = 3
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+archs: list[str] = ["small_cnn", "small_resnet"]  # one of archs and nonempty; classifiers attacked, one column each
+epochs: int = 6  # > 0; training epochs of the classifier
+recipe: str = "standard"  # one of recipes; training recipe of the classifiers
+n_samples: int = 128  # > 0; in-distribution test images attacked
+steps: int = 300  # > 0; attack iterations N
+medical_start: str = "ct"  # one of start images; medical start image
+eps_medical: list[float] = [5.0, 10.0]  # > 0 and length of archs; ε from the medical start, per architecture
+eps_noise: list[float] = [10.0, 20.0]  # > 0 and length of archs; ε from the noise start, per architecture
+n_natural: int = 200  # > 0; natural OOD images compared
+n_examples: int = 3  # > 0; examples shown in the figures
 
 # %%
 import torch
 
 from oodlib import data, experiments, metrics, plots
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
+check_chapter("section3_1_imagenet", globals())  # the declared parameters, checked as the runner does
 PAPER_NAMES, PAPER_ARCHS, PAPER_DATASET = ["ResNet-18", "DenseNet-121"], ["resnet18", "densenet121"], "imagenet_val"
 PAPER_LATENT, PAPER_FIGURES = [512, 1024], [3, 4]
 PAPER_TABLE_1 = [{"xray": 0.643, "ct": 0.633, "noise": 0.500}, {"xray": 0.638, "ct": 0.651, "noise": 0.500}]

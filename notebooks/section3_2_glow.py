@@ -30,37 +30,39 @@
 # and pushes the NLL of an OOD image to chosen low and high values.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "lfw"
-image_size = 24
-channels = 1
-flow_levels = 2
-flow_depth = 4
-flow_hidden = 32
-flow_affine = True
-epochs = 40
-flow_batch_size = 32
-flow_lr = 0.005
-train_limit = None
-n_samples = 25
-n_natural = 25
-attack_starts = ["spiral", "checker2", "checker8"]
-eps_paper = 10.0
-steps = 150
-schedule = "cosine"
-nll_offsets = [-2.0, -1.0, 1.0, 2.0, 4.0, 8.0]
-sweep_start = "checker8"
-eps_factors = [2.0, 4.0]
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "lfw"  # one of datasets; in-distribution dataset
+image_size: int = 24  # > 0; side of the square images of the flow (divisible by 2 ** flow_levels)
+channels: int = 1  # one of {1, 3}; colour channels of the flow's images
+flow_levels: int = 2  # > 0; levels of the multi-scale Glow flow
+flow_depth: int = 4  # > 0; flow steps per level
+flow_hidden: int = 32  # > 0; hidden channels of the coupling networks
+flow_affine: bool = True  # any; affine (true) or additive (false) couplings
+epochs: int = 40  # > 0; training epochs of the flow
+flow_batch_size: int = 32  # > 0; training batch size of the flow
+flow_lr: float = 0.005  # > 0; Adam learning rate of the flow
+train_limit: "Optional[int]" = None  # > 0; at most this many training images (None: all)
+n_samples: int = 25  # > 0; in-distribution test images whose likelihood the attack matches
+n_natural: int = 25  # > 0; natural OOD images compared
+attack_starts: list[str] = ["spiral", "checker2", "checker8"]  # one of start images and nonempty; starts of the attack
+eps_paper: float = 10.0  # > 0; ε of the paper's setting (the chapter scales it to this image size)
+steps: int = 150  # > 0; attack iterations N
+schedule: str = "cosine"  # one of schedules; step-size schedule of the attack
+nll_offsets: list[float] = [-2.0, -1.0, 1.0, 2.0, 4.0, 8.0]  # any and nonempty; NLL targets, bits/dim from the ID median
+sweep_start: str = "checker8"  # in attack_starts; start image of the ε sweep
+eps_factors: list[float] = [2.0, 4.0]  # > 0 and nonempty; ε of the sweep, as multiples of the scaled paper ε
 
 # %%
 import torch
 
 from oodlib import data, experiments, flows, metrics, plots
 from oodlib.detectors.glow import GlowNLL, attack_from_starts, attack_to_values, ood_scores
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 
+check_chapter("section3_2_glow", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = flows.FlowSpec.make(dataset=dataset, image_size=image_size, channels=channels, levels=flow_levels,
                            depth=flow_depth, hidden=flow_hidden, affine=flow_affine, epochs=epochs,

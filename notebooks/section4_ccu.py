@@ -57,24 +57,24 @@
 # 80 Million Tiny Images.
 
 # %% tags=["parameters"]
-profile = "default"
-seed = 0
-device = "auto"
-dataset = "mnist5k"
-arch = "small_cnn"
-epochs = 6
-n_components = 100
-em_iterations = 50
-sv_floor = 1000000.0
-lam = 1.0
-n_outliers = 2000
-n_ood = 1000
-n_samples = 128
-start = "noise"
-eps = 5.0
-steps = 300
-eps_sweep = [2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0]
-sweep_steps = 300
+profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
+seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
+dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
+arch: str = "small_cnn"  # one of archs; classifier architecture
+epochs: int = 6  # > 0; training epochs of the classifier
+n_components: int = 100  # > 0; mixture components of CCU's density models
+em_iterations: int = 50  # > 0; EM iterations of the mixtures
+sv_floor: float = 1000000.0  # > 0; floor of the mixture covariances' singular values
+lam: float = 1.0  # at least 0; weight λ of CCU's outlier loss
+n_outliers: int = 2000  # > 0; auxiliary outlier images of CCU's training
+n_ood: int = 1000  # > 0; natural OOD images scored
+n_samples: int = 128  # > 0; in-distribution test images attacked
+start: str = "noise"  # one of start images; start image x'_out of the attack
+eps: float = 5.0  # > 0; L2 budget ε of the attack, [0, 1] pixel units
+steps: int = 300  # > 0; attack iterations N
+eps_sweep: list[float] = [2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 20.0]  # > 0 and nonempty; ε values of the budget sweep
+sweep_steps: int = 300  # > 0; attack iterations of the ε sweep
 
 # %%
 import torch
@@ -83,9 +83,11 @@ from oodlib import data, experiments, metrics, plots
 from oodlib.attack import ood_attack
 from oodlib.detectors.ccu import CCU, ink_outside_support, nearest_neighbour_distance
 from oodlib.detectors.msp import MSP
+from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
+check_chapter("section4_ccu", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 model = get_model(spec, device=device)

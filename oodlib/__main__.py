@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("notebook", type=Path)
     run.add_argument("--profile", default="default")
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="override a parameter; VALUE is read as YAML (5, 0.1, [noise, ct], true)")
+                     help="override a parameter; VALUE is read as YAML with YAML 1.2 numbers (5, 1e-3, [noise, ct], "
+                          "true); the profile is set with --profile only")
     run.add_argument("--threads", type=int, default=None, help="CPU threads for the kernel (default: torch's)")
     book = sub.add_parser("book", help="execute stale notebooks of a profile, then build the HTML book")
     book.add_argument("--profile", default="default")

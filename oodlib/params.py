@@ -1,17 +1,45 @@
-"""Parameter profiles and their validation.
+"""Parameter declarations, profiles and their validation.
 
-A profile (``notebooks/params/<profile>.yml``) holds ``common`` values (applied to every notebook that declares
-them) and one section per notebook under ``notebooks``. Every value is checked before any work starts: a name the
-notebook does not declare, a value of the wrong type, a non-positive ε / step count / batch size, or an unknown
-dataset, architecture, detector, start image or profile is rejected with a message naming the valid choices.
+Every chapter declares each parameter once, in its ``parameters`` cell, as an annotated assignment whose trailing
+comment starts with a constraint::
+
+    eps: float = 10.0  # > 0; L2 budget ε of the attack
+    archs: list[str] = ["small_cnn", "mlp"]  # one of archs and nonempty; classifiers attacked
+    eps_medical: list[float] = [5.0, 10.0]  # > 0 and length of archs; ε per architecture
+
+This is the form papermill's own parameter inspection reads (``papermill.inspect_notebook``: name, type, default,
+help), and :func:`chapter_schema` reads it through papermill's parser. The help comment is ``CONSTRAINT;
+DESCRIPTION``; the constraint is one or more clauses joined by `` and `` (no ``=`` anywhere in the line: papermill
+skips such lines):
+
+- ``any`` — only the type is checked;
+- ``> x``, ``< x``, ``at least x``, ``at most x``, ``in [a, b]`` (brackets ``(`` ``)`` for open ends, ``inf``);
+- ``one of REGISTRY`` — a name from a registry: datasets, archs, detectors, start images, recipes, leaderboard
+  rows, schedules, devices, profiles; ``one of {a, b}`` — a literal choice;
+- ``in NAME`` — a value of the list parameter NAME;
+- ``length of NAME`` — a list as long as the list parameter NAME; ``nonempty`` — a list with at least one value.
+
+Types: ``int``, ``float``, ``bool``, ``str``, ``dict``, ``list[int]``, ``list[float]``, ``list[str]`` and
+``"Optional[int]"`` (None or an int). On a list, the value clauses (bounds, choices, ``in``) apply to each element.
+Numbers are finite; booleans are never numbers; an integral float given for an int (``1e3``) becomes that int and
+an int given for a float becomes a float.
+
+The same declaration is checked before any work starts (:func:`effective_parameters`, called by
+``python -m oodlib run`` / ``book``) and in each chapter's first code cell (:func:`check_chapter`), so a plain
+papermill run stops there with the same message. A profile (``notebooks/params/<profile>.yml``) holds ``common``
+values (applied to every notebook that declares them) and one section per notebook under ``notebooks``; profile
+files and ``-p`` values are read as YAML with YAML 1.2 numbers (``1e-3`` is a float).
 """
 
 from __future__ import annotations
 
+import ast
+import functools
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jupytext
 import yaml
@@ -19,96 +47,315 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARAMS_DIR = REPO_ROOT / "notebooks" / "params"
 PROFILES: tuple[str, ...] = ("smoke", "default", "paper")
+TYPES: tuple[str, ...] = ("int", "float", "bool", "str", "dict", "list[int]", "list[float]", "list[str]",
+                          "Optional[int]")
 
 
 class ParameterError(ValueError):
-    """An invalid parameter name or value, or an unknown profile."""
+    """An invalid parameter name, value or declaration, or an unknown profile."""
 
 
-def _choices() -> dict[str, tuple[str, ...]]:
-    from . import data, defenses, detectors, models  # noqa: F401  (defenses registers ATOM and BAL)
+# ------------------------------------------------------------------------------------------------------- YAML
 
-    return {"dataset": tuple(data.DATASETS), "arch": tuple(models.ARCHS), "detector": tuple(detectors.DETECTORS),
-            "start image": tuple(data.START_IMAGES), "profile": PROFILES,
-            "device": ("auto", "cpu", "cuda"), "norm": ("l2", "linf"), "update": ("adamax", "printed"),
-            "schedule": ("constant", "cosine")}
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3``, ``1e3`` and ``.5`` are numbers, not strings."""
 
 
-# (name pattern, kind); the first match wins. Kinds: "positive", "positive_int", "nonneg_int", or a choices key.
-RULES: tuple[tuple[str, str], ...] = (
-    (r"^(profile)$", "profile"),
-    (r"^(device)$", "device"),
-    (r"^(norm|.*_norm)$", "norm"),
-    (r"^(update|.*_update)$", "update"),
-    (r"^(schedule|.*_schedule)$", "schedule"),
-    (r"^(seed|.*_seed)$", "nonneg_int"),
-    (r"^(eps|eps_.*|.*_eps|step_size|.*_step_size|tol)$", "positive"),
-    (r"^(steps|.*_steps|epochs|.*_epochs|batch_size|.*_batch_size|n|n_.*|.*_per_class|restarts)$", "positive_int"),
-    (r"^(dataset|.*_dataset|datasets)$", "dataset"),
-    (r"^(arch|.*_arch|archs)$", "arch"),
-    (r"^(detector|detectors|.*_detector)$", "detector"),
-    (r"^(start|starts|start_image|start_images|.*_start|.*_starts)$", "start image"),
-)
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
 
 
-def rule_for(name: str) -> str | None:
-    return next((kind for pattern, kind in RULES if re.match(pattern, name)), None)
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`YamlLoader` (YAML 1.2 numbers)."""
+    return yaml.load(text, Loader=YamlLoader)
 
 
-def _check_value(name: str, value: Any, kind: str) -> None:
-    values = value if isinstance(value, (list, tuple)) else [value]
-    for v in values:
-        if kind == "positive":
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ParameterError(f"parameter {name!r} must be a positive number, got {v!r}")
-        elif kind in ("positive_int", "nonneg_int"):
-            low = 1 if kind == "positive_int" else 0
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                what = "a positive integer" if low else "a non-negative integer"
-                raise ParameterError(f"parameter {name!r} must be {what}, got {v!r}")
-        else:
-            choices = _choices()[kind]
-            if v not in choices and not (kind == "device" and isinstance(v, str) and v.startswith("cuda:")):
-                raise ParameterError(f"parameter {name!r}: unknown {kind} {v!r}; valid choices: "
-                                     f"{', '.join(choices)}")
+# ----------------------------------------------------------------------------------------------- registries
+
+def _datasets() -> tuple[str, ...]:
+    from .data import DATASETS
+
+    return tuple(DATASETS)
 
 
-def _check_type(name: str, value: Any, default: Any) -> None:
-    if default is None or value is None:
-        return
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str),
-          list: lambda v: isinstance(v, (list, tuple)),
-          dict: lambda v: isinstance(v, dict)}.get(type(default), lambda v: True)
-    if not ok(value):
-        raise ParameterError(f"parameter {name!r} must be of type {type(default).__name__} like its default "
-                             f"{default!r}, got {type(value).__name__} {value!r}")
+def _start_images() -> tuple[str, ...]:
+    from .data import START_IMAGES
+
+    return tuple(START_IMAGES)
 
 
-def declared_parameters(notebook: str | Path) -> dict[str, Any]:
-    """The names and default values of a notebook's ``parameters`` cell."""
+def _archs() -> tuple[str, ...]:
+    from .models import ARCHS
+
+    return tuple(ARCHS)
+
+
+def _detectors() -> tuple[str, ...]:
+    from . import defenses  # noqa: F401  (registers ATOM and BAL)
+    from .detectors import DETECTORS
+
+    return tuple(DETECTORS)
+
+
+def _recipes() -> tuple[str, ...]:
+    from . import defenses, detectors  # noqa: F401  (register their recipes)
+    from .training import RECIPES
+
+    return tuple(RECIPES)
+
+
+def _leaderboard_rows() -> tuple[str, ...]:
+    from .defenses.leaderboard import ROWS
+
+    return tuple(ROWS)
+
+
+def _schedules() -> tuple[str, ...]:
+    from .attack.ood import SCHEDULES
+
+    return tuple(SCHEDULES)
+
+
+REGISTRIES: dict[str, Callable[[], tuple[str, ...]]] = {
+    "datasets": _datasets, "archs": _archs, "detectors": _detectors, "start images": _start_images,
+    "recipes": _recipes, "leaderboard rows": _leaderboard_rows, "schedules": _schedules,
+    "devices": lambda: ("auto", "cpu", "cuda", "cuda:N"), "profiles": lambda: PROFILES}
+"""The named choices ``one of REGISTRY`` refers to; each imports only the module that holds it."""
+
+
+def _in_registry(registry: str, value: Any) -> bool:
+    if registry == "devices" and isinstance(value, str) and re.fullmatch(r"cuda:[0-9]+", value):
+        return True
+    return value in REGISTRIES[registry]()
+
+
+# ------------------------------------------------------------------------------------------------ declarations
+
+Check = Callable[[Any, dict[str, Any]], "str | None"]  # (value, all values) → reason it fails, or None
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One declared parameter: ``name: type = default  # constraint; description``."""
+
+    name: str
+    type: str
+    constraint: str
+    description: str
+    default: Any
+    element_checks: tuple[Check, ...]  # on the value, or on each element of a list
+    list_checks: tuple[Check, ...]  # on a list as a whole
+
+
+def _clause(text: str, where: str) -> tuple[str, Check]:
+    """One constraint clause → ("element" | "list", check)."""
+    text = text.strip()
+    if text == "any":
+        return "element", lambda v, values: None
+    if text == "nonempty":
+        return "list", lambda v, values: None if len(v) else "must have at least one value"
+    m = re.fullmatch(r"(>|<|at least|at most)\s+(\S+)", text)
+    if m:
+        op, bound = m.group(1), float(m.group(2))
+        test = {">": lambda v: v > bound, "<": lambda v: v < bound, "at least": lambda v: v >= bound,
+                "at most": lambda v: v <= bound}[op]
+        return "element", lambda v, values: None if test(v) else f"must be {text}"
+    m = re.fullmatch(r"in\s*([\[(])\s*(\S+)\s*,\s*(\S+)\s*([\])])", text)
+    if m:
+        low, high, shown = float(m.group(2)), float(m.group(3)), text[2:].strip()
+        closed_low, closed_high = m.group(1) == "[", m.group(4) == "]"
+
+        def interval(v: Any, values: dict[str, Any]) -> str | None:
+            ok = (v >= low if closed_low else v > low) and (v <= high if closed_high else v < high)
+            return None if ok else f"must be in {shown}"
+        return "element", interval
+    m = re.fullmatch(r"one of\s+\{(.*)\}", text)
+    if m:
+        choices = tuple(load_yaml(f"[{m.group(1)}]"))
+        return "element", lambda v, values: None if v in choices else (
+            f"{v!r} is not a valid choice; valid choices: {', '.join(map(str, choices))}")
+    m = re.fullmatch(r"one of\s+(.+)", text)
+    if m:
+        registry = m.group(1)
+        if registry not in REGISTRIES:
+            raise ParameterError(f"{where}: unknown registry {registry!r} in 'one of'; known: "
+                                 f"{', '.join(REGISTRIES)}")
+        return "element", lambda v, values: None if _in_registry(registry, v) else (
+            f"{v!r} is not one of the {registry}; valid choices: {', '.join(REGISTRIES[registry]())}")
+    m = re.fullmatch(r"in\s+(\w+)", text)
+    if m:
+        other = m.group(1)
+        return "element", lambda v, values: None if v in values[other] else (
+            f"{v!r} is not in {other!r}; valid choices: {', '.join(map(str, values[other]))}")
+    m = re.fullmatch(r"length of\s+(\w+)", text)
+    if m:
+        other = m.group(1)
+        return "list", lambda v, values: None if len(v) == len(values[other]) else (
+            f"must have one value per entry of {other!r} ({len(values[other])}: {values[other]!r}), "
+            f"got {len(v)}")
+    raise ParameterError(f"{where}: cannot read the constraint clause {text!r} (see oodlib.params)")
+
+
+def _declaration(name: str, type_name: str, help_text: str, default: Any, where: str) -> Declaration:
+    if type_name not in TYPES:
+        raise ParameterError(f"{where}: parameter {name!r} has no declared type (got {type_name!r}); write "
+                             f"`{name}: TYPE = value  # CONSTRAINT; description` with TYPE one of "
+                             f"{', '.join(TYPES)} (the last one in quotes)")
+    constraint, _, description = help_text.partition(";")
+    if not constraint.strip():
+        raise ParameterError(f"{where}: parameter {name!r} has no constraint; write "
+                             f"`{name}: {type_name} = value  # CONSTRAINT; description` (CONSTRAINT may be `any`)")
+    element, whole = [], []
+    for clause in constraint.split(" and "):
+        kind, check = _clause(clause, f"{where}: parameter {name!r}")
+        (whole if kind == "list" else element).append(check)
+    if whole and not type_name.startswith("list"):
+        raise ParameterError(f"{where}: parameter {name!r}: `nonempty` and `length of` need a list type")
+    return Declaration(name, type_name, constraint.strip(), description.strip(), default, tuple(element),
+                       tuple(whole))
+
+
+def parameters_cell(notebook: str | Path) -> str:
+    """The source of a notebook's cell tagged ``parameters``."""
     nb = jupytext.read(Path(notebook))
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
         raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
+    return cells[0].source
+
+
+@functools.lru_cache(maxsize=256)
+def _schema(source: str, where: str) -> dict[str, Declaration]:
+    from papermill.translators import PythonTranslator
+
     namespace: dict[str, Any] = {}
-    exec(compile(cells[0].source, f"{notebook}:parameters", "exec"), {}, namespace)
-    return {k: v for k, v in namespace.items() if not k.startswith("_")}
+    exec(compile(source, f"{where}:parameters", "exec"), {}, namespace)
+    defaults = {k: v for k, v in namespace.items() if not k.startswith("_")}
+    inspected = {p.name: p for p in PythonTranslator.inspect({"source": source})}
+    schema = {}
+    for name, default in defaults.items():
+        if name not in inspected:
+            raise ParameterError(f"{where}: parameter {name!r} has no declaration papermill can read; write "
+                                 f"`{name}: TYPE = value  # CONSTRAINT; description` on one line without '=' "
+                                 f"in the comment")
+        p = inspected[name]
+        schema[name] = _declaration(name, p.inferred_type_name, p.help, default, where)
+    for declaration in schema.values():
+        try:
+            _coerce_and_check(declaration, declaration.default, defaults)
+        except ParameterError as exc:
+            raise ParameterError(f"{where}: the default value breaks its declaration: {exc}") from None
+        except KeyError as exc:
+            raise ParameterError(f"{where}: parameter {declaration.name!r}: its constraint names {exc}, which is "
+                                 f"not a parameter of this chapter") from None
+    return schema
 
 
-def validate(notebook: str | Path, params: dict[str, Any], declared: dict[str, Any] | None = None) -> None:
-    """Reject unknown names and invalid values (see module docstring)."""
-    declared = declared_parameters(notebook) if declared is None else declared
-    for name, value in params.items():
-        if name not in declared:
-            raise ParameterError(f"unknown parameter {name!r} for {Path(notebook).name}; valid names: "
-                                 f"{', '.join(sorted(declared))}")
-        _check_type(name, value, declared[name])
-        kind = rule_for(name)
-        if kind is not None:
-            _check_value(name, value, kind)
+def chapter_schema(notebook: str | Path) -> dict[str, Declaration]:
+    """Name → :class:`Declaration` of every parameter of a chapter, in declaration order.
+
+    Raises :class:`ParameterError` if a parameter has no declaration papermill reads, no type or constraint, an
+    unreadable constraint, or a default that breaks its own declaration."""
+    return _schema(parameters_cell(notebook), Path(notebook).name)
+
+
+def declared_parameters(notebook: str | Path) -> dict[str, Any]:
+    """The names and default values of a notebook's ``parameters`` cell."""
+    return {name: d.default for name, d in chapter_schema(notebook).items()}
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+def _coerce_element(v: Any, element_type: str, declared: str) -> tuple[Any, str | None]:
+    """(v converted to ``element_type``, None) or (v, the reason it cannot be)."""
+    if element_type in ("int", "float"):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return v, f"must be a number (declared {declared}), got {type(v).__name__}"
+        if not math.isfinite(v):
+            return v, "must be a finite number"
+        if element_type == "float":
+            return float(v), None
+        if isinstance(v, float) and not v.is_integer():
+            return v, f"must be an integer (declared {declared})"
+        return int(v), None
+    expected = {"bool": bool, "str": str, "dict": dict}[element_type]
+    if not isinstance(v, expected):
+        return v, f"must be a {element_type} (declared {declared}), got {type(v).__name__}"
+    return v, None
+
+
+def _coerce_and_check(d: Declaration, value: Any, values: dict[str, Any]) -> Any:
+    """The value converted to the declared type (1e3 → 1000 for an int); raises ParameterError if it breaks
+    the declaration."""
+    if d.type == "Optional[int]" and value is None:
+        return None
+    is_list = d.type.startswith("list[")
+    if is_list and not isinstance(value, (list, tuple)):
+        raise ParameterError(f"parameter {d.name!r} = {value!r}: must be a list (declared {d.type}), got "
+                             f"{type(value).__name__}")
+    element_type = d.type[5:-1] if is_list else "int" if d.type == "Optional[int]" else d.type
+
+    def fail(reason: str, element: Any) -> ParameterError:
+        where = f" (value {element!r})" if is_list and "valid choices" not in reason else ""
+        return ParameterError(f"parameter {d.name!r} = {value!r}: {reason}{where}")
+
+    converted = []
+    for v in value if is_list else [value]:
+        v, reason = _coerce_element(v, element_type, d.type)
+        if reason:
+            raise fail(reason, v)
+        converted.append(v)
+    value = converted if is_list else converted[0]
+    for check in d.list_checks:
+        reason = check(value, values)
+        if reason:
+            raise ParameterError(f"parameter {d.name!r} = {value!r}: {reason}")
+    for v in converted:
+        for check in d.element_checks:
+            reason = check(v, values)
+            if reason:
+                raise fail(reason, v)
+    return value
+
+
+def validate(notebook: str | Path, params: dict[str, Any],
+             schema: dict[str, Declaration] | None = None) -> dict[str, Any]:
+    """Check ``params`` (a subset of the chapter's parameters) against the chapter's declarations; returns them
+    converted to the declared types. Cross-parameter clauses see the defaults where ``params`` has no value.
+
+    Raises :class:`ParameterError` naming the first failing parameter (in declaration order) and what it must be.
+    """
+    schema = chapter_schema(notebook) if schema is None else schema
+    unknown = [name for name in params if name not in schema]
+    if unknown:
+        raise ParameterError(f"unknown parameter {unknown[0]!r} for {Path(notebook).name}; valid names: "
+                             f"{', '.join(sorted(schema))}")
+    values = {name: d.default for name, d in schema.items()} | dict(params)
+    checked = {}
+    for name, declaration in schema.items():
+        checked[name] = values[name] = _coerce_and_check(declaration, values[name], values)
+    return {name: checked[name] for name in params}
+
+
+def check_chapter(chapter: str, namespace: dict[str, Any]) -> None:
+    """A chapter's first code cell: validate the kernel's parameter values (``globals()``) against the chapter's
+    declarations, as the runner does before starting the kernel, and convert them to the declared types in place.
+
+    ``chapter`` is the notebook's stem; its source is ``<cwd>/<chapter>.py`` (papermill runs chapters in their
+    folder) or ``notebooks/<chapter>.py``. Raises :class:`ParameterError` with the runner's message."""
+    path = Path.cwd() / f"{chapter}.py"
+    path = path if path.exists() else REPO_ROOT / "notebooks" / f"{chapter}.py"
+    schema = chapter_schema(path)
+    namespace.update(validate(path, {name: namespace[name] for name in schema}, schema))
 
 
 def load_profile(profile: str, params_dir: Path | None = None) -> dict[str, Any]:
@@ -116,43 +363,47 @@ def load_profile(profile: str, params_dir: Path | None = None) -> dict[str, Any]
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; valid choices: {', '.join(PROFILES)}")
     folder = PARAMS_DIR if params_dir is None else params_dir
-    return yaml.safe_load((folder / f"{profile}.yml").read_text()) or {}
+    return load_yaml((folder / f"{profile}.yml").read_text()) or {}
 
 
 def effective_parameters(notebook: str | Path, profile: str, overrides: dict[str, Any] | None = None,
                          params_dir: Path | None = None) -> dict[str, Any]:
     """Parameters for one notebook: the profile's common values it declares, its own section, the overrides,
-    and ``profile``; validated."""
+    and ``profile``; validated and converted to the declared types.
+
+    Raises :class:`ParameterError` for an unknown profile or name, a value that breaks its declaration, or a
+    ``profile`` set anywhere but ``--profile``."""
     notebook = Path(notebook)
-    declared = declared_parameters(notebook)
+    schema = chapter_schema(notebook)
     spec = load_profile(profile, params_dir)
     section = (spec.get("notebooks") or {}).get(notebook.stem, {}) or {}
-    common = {k: v for k, v in (spec.get("common") or {}).items() if k in declared}
-    validate(notebook, section, declared)
-    params = {**common, **section, **(overrides or {}), "profile": profile}
-    validate(notebook, params, declared)
-    return params
+    common = {k: v for k, v in (spec.get("common") or {}).items() if k in schema}
+    for source, values in (("-p", overrides or {}), (f"profile {profile}", section), ("common", common)):
+        if "profile" in values:
+            raise ParameterError(f"parameter 'profile' cannot be set by {source} (got {values['profile']!r}); "
+                                 f"choose the profile with --profile, e.g. --profile {values['profile']}")
+    validate(notebook, section, schema)
+    return validate(notebook, {**common, **section, **(overrides or {}), "profile": profile}, schema)
 
 
 def parse_override(name: str, text: str) -> tuple[str, Any]:
-    """``-p NAME VALUE`` from the command line: the value is read as YAML (``5`` → int, ``[noise, ct]`` → list)."""
-    return name, yaml.safe_load(text)
-
-
+    """``-p NAME VALUE`` from the command line: the value is read as YAML with YAML 1.2 numbers (``5`` → int,
+    ``1e-3`` → float, ``[noise, ct]`` → list)."""
+    return name, load_yaml(text)
 
 
 def parameter_table(notebooks: list[Path], profiles: tuple[str, ...] = ("paper", "default", "smoke"),
                     params_dir: Path | None = None) -> list[list[Any]]:
-    """Rows ``[notebook, parameter, value per profile...]`` of every parameter a profile sets or a notebook
-    declares, for the book's Appendix A page (the paper's parameter list set beside ours)."""
+    """Rows ``[notebook, parameter, constraint, value per profile...]`` of every parameter a notebook declares,
+    for the book's Appendix A page (the paper's parameter list set beside ours)."""
     rows = []
     for nb in notebooks:
         per_profile = [effective_parameters(nb, p, params_dir=params_dir) for p in profiles]
-        for name in declared_parameters(nb):
+        for name, declaration in chapter_schema(nb).items():
             if name == "profile":
                 continue
-            values = [_short(values.get(name)) for values in per_profile]
-            rows.append([nb.stem, name, *values])
+            values = [_short(values.get(name, declaration.default)) for values in per_profile]
+            rows.append([nb.stem, name, f"`{declaration.type}: {declaration.constraint}`", *values])
     return rows
 
 

@@ -16,8 +16,8 @@ from oodlib import params, runner
 
 QUICK = textwrap.dedent('''\
     # %% tags=["parameters"]
-    profile = "default"
-    dataset = "mnist5k"
+    profile: str = "default"  # one of profiles; set by --profile
+    dataset: str = "mnist5k"  # one of datasets; data
     # %%
     from oodlib.report import Results
     r = Results(); r.add("quick", "one", 1.0); r.save()

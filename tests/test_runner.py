@@ -71,7 +71,7 @@ def test_profile_values_and_overrides_are_merged(toy):
     ({"eps": "big"}, "parameter 'eps' = 'big': must be a number (declared float), got str"),
     ({"eps": float("nan")}, "parameter 'eps' = nan: must be a finite number"),
     ({"dataset": "cifar1000"}, "'cifar1000' is not one of the datasets; valid choices: mnist5k, digits, lfw, cifar10"),
-    ({"starts": ["noise", "xray"]}, "'xray' is not one of the start images; valid choices: noise, spiral"),
+    ({"starts": ["noise", "xray"]}, "'xray' is not one of the start images; valid choices: noise, noise_mean_matched, spiral"),
     ({"starts": []}, "parameter 'starts' = []: must have at least one value"),
     ({"seed": -1}, "parameter 'seed' = -1: must be at least 0"),
     ({"fail": 1}, "parameter 'fail' = 1: must be a bool (declared bool), got int"),

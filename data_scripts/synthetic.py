@@ -85,7 +85,12 @@ def _save_image(array: np.ndarray, path: pathlib.Path, fmt: str) -> None:
 
 def write_cifar(folder: pathlib.Path, per_class: int, hundred: bool) -> None:
     """torchvision's python pickles: ``cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}`` or
-    ``cifar-100-python/{train, test, meta}``; ``data`` (N, 3072) uint8 in CHW order, as the originals."""
+    ``cifar-100-python/{train, test, meta}``; ``data`` (N, 3072) uint8 in CHW order, as the originals.
+
+    CIFAR-10 has ``per_class`` images per class in each of its five training batches and in the test batch.
+    CIFAR-100 has ``3 * per_class + 1`` per class for training (700 for the default 2: more than a ResNet-18's 512
+    features plus 100 class means, so the Mahalanobis detector's tied covariance is not singular) and
+    ``per_class`` for testing."""
     classes = CIFAR100_CLASSES if hundred else CIFAR10_CLASSES
     base = folder / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     base.mkdir(parents=True, exist_ok=True)
@@ -101,7 +106,8 @@ def write_cifar(folder: pathlib.Path, per_class: int, hundred: bool) -> None:
 
     labels = _labels(len(classes), per_class)
     if hundred:
-        files = {"train": batch(labels, 1, "training batch 1 of 1"), "test": batch(labels, 2, "testing batch 1 of 1"),
+        files = {"train": batch(_labels(100, 3 * per_class + 1), 1, "training batch 1 of 1"),
+                 "test": batch(labels, 2, "testing batch 1 of 1"),
                  "meta": {"fine_label_names": list(classes),
                           "coarse_label_names": [f"superclass_{k}" for k in range(20)]}}
     else:
@@ -203,7 +209,8 @@ def write_celeba(folder: pathlib.Path, per_split: int) -> None:
 
 
 def write_imagenet_val(folder: pathlib.Path, per_class: int, n_classes: int = 4) -> None:
-    """``<wnid>/ILSVRC2012_val_<8 digits>.JPEG`` (sizes around 500 x 375) and ``classes.tsv`` (wnid TAB name),
+    """``<wnid>/ILSVRC2012_val_<8 digits>.JPEG`` (sizes around 500 x 375) and ``classes.tsv`` (wnid TAB name TAB
+    ImageNet class index),
     as ``fetch.build_imagenet_subset`` arranges them (fewer classes)."""
     wnids = [f"n{1440764 + 1000 * k:08d}" for k in range(n_classes)]
     for k, wnid in enumerate(wnids):
@@ -211,7 +218,8 @@ def write_imagenet_val(folder: pathlib.Path, per_class: int, n_classes: int = 4)
             h, w = (375, 500) if j % 2 == 0 else (500, 333)
             image = class_images(np.array([k]), (h, w, 3), n_classes, 100 * k + j)[0]
             _save_image(image, folder / wnid / f"ILSVRC2012_val_{n_classes * j + k + 1:08d}.JPEG", "JPEG")
-    (folder / "classes.tsv").write_text("".join(f"{wnid}\tsynthetic class {k}\n" for k, wnid in enumerate(wnids)))
+    (folder / "classes.tsv").write_text("".join(f"{wnid}\tsynthetic class {k}\t{250 * k}\n"
+                                                for k, wnid in enumerate(wnids)))
 
 
 def write_oct(folder: pathlib.Path, per_class: int) -> None:
@@ -227,7 +235,7 @@ def write_oct(folder: pathlib.Path, per_class: int) -> None:
 
 WRITERS: dict[str, Callable[[pathlib.Path, int], None]] = {
     "cifar10": lambda folder, n: write_cifar(folder, n, hundred=False),
-    "cifar100": lambda folder, n: write_cifar(folder, max(1, n // 2), hundred=True),
+    "cifar100": lambda folder, n: write_cifar(folder, n, hundred=True),
     "svhn": write_svhn,
     "mnist": lambda folder, n: write_mnist(folder, n, "MNIST"),
     "fashion_mnist": lambda folder, n: write_mnist(folder, n, "FashionMNIST"),

@@ -380,7 +380,7 @@ _REAL: dict[str, _RealSpec] = {
 }
 """Per real dataset: valid splits, native channels, common size for variable-size images, and its opener.
 ``imagenet_val`` is a single folder (the 1000-image subset of the ILSVRC2012 validation set) returned for
-every split name."""
+every split name, labelled in ImageNet's 1000-class space (:func:`_imagenet_label_space`)."""
 
 
 def _open_real(name: str, split: str, folder: pathlib.Path) -> Any:
@@ -431,12 +431,34 @@ def _classes_of(name: str, ds: Any, folder: pathlib.Path) -> tuple[str, ...]:
         return tuple(str(i) for i in range(43))
     if name == "celeba":
         return ("face",)
-    classes = tuple(ds.classes)
-    names_file = folder / "classes.tsv"  # written by data_scripts/fetch.py for imagenet_val: wnid<TAB>name
-    if name == "imagenet_val" and names_file.is_file():
-        lookup = dict(line.split("\t", 1) for line in names_file.read_text().splitlines() if "\t" in line)
-        classes = tuple(lookup.get(c, c) for c in classes)
-    return classes
+    return tuple(ds.classes)
+
+
+IMAGENET_CLASSES = 1000
+
+
+def _imagenet_label_space(ds: Any, folder: pathlib.Path) -> tuple[Tensor, tuple[str, ...]]:
+    """ImageNet's own 1000-class label space for the ``imagenet_val`` subset (Section 3.1), so that labels match
+    the outputs of the pretrained models: ``lookup[folder label]`` = ImageNet class index, and the 1000 class
+    names (those of classes absent from the subset are ``"imagenet class <k>"``).
+
+    ``classes.tsv`` (written by ``data_scripts/fetch.py``) holds ``wnid<TAB>name<TAB>ImageNet index`` per line.
+    """
+    names_file = folder / "classes.tsv"
+    rows = [line.split("\t") for line in names_file.read_text().splitlines() if line.strip()] \
+        if names_file.is_file() else []
+    if not rows or any(len(row) != 3 or not row[2].strip().isdigit() for row in rows):
+        raise MissingDatasetError("imagenet_val", folder, fetch_command("imagenet_val", folder),
+                                  detail="classes.tsv lacks the wnid<TAB>name<TAB>ImageNet-index lines")
+    index = {wnid: int(k) for wnid, _, k in rows}
+    missing = [wnid for wnid in ds.classes if wnid not in index]
+    if missing or not all(0 <= k < IMAGENET_CLASSES for k in index.values()):
+        raise MissingDatasetError("imagenet_val", folder, fetch_command("imagenet_val", folder),
+                                  detail=f"classes.tsv does not match the class folders (e.g. {missing[:3]})")
+    classes = [f"imagenet class {k}" for k in range(IMAGENET_CLASSES)]
+    for wnid, name, k in rows:
+        classes[int(k)] = name
+    return torch.tensor([index[wnid] for wnid in ds.classes], dtype=torch.int64), tuple(classes)
 
 
 def _real_set(name: str, split: str, *, image_size: int | None, limit: int | None, seed: int,
@@ -451,6 +473,9 @@ def _real_set(name: str, split: str, *, image_size: int | None, limit: int | Non
         x, y = fast
     else:
         x, y = _decode_each(ds, idx, spec.channels, _pair(image_size or spec.size or 32))
+    if name == "imagenet_val":
+        lookup, classes = _imagenet_label_space(ds, folder)
+        return ImageSet(x, lookup[y], classes, f"{name}:{split}")
     return ImageSet(x, y, _classes_of(name, ds, folder), f"{name}:{split}")
 
 

@@ -25,9 +25,9 @@ def _load_script(name: str):
 synthetic = _load_script("synthetic")
 
 EXPECTED = {  # name: (split, samples with per_class=1, channels, classes)
-    "cifar10": ("train", 50, 3, 10), "cifar100": ("test", 100, 3, 100), "svhn": ("train", 10, 3, 10),
+    "cifar10": ("train", 50, 3, 10), "cifar100": ("train", 400, 3, 100), "svhn": ("train", 10, 3, 10),
     "mnist": ("test", 10, 1, 10), "fashion_mnist": ("train", 10, 1, 10), "gtsrb": ("test", 43, 3, 43),
-    "celeba": ("valid", 2, 3, 1), "imagenet_val": ("val", 4, 3, 4), "oct": ("train", 4, 1, 4),
+    "celeba": ("valid", 2, 3, 1), "imagenet_val": ("val", 4, 3, 1000), "oct": ("train", 4, 1, 4),
 }
 MD5_CHECKED = ("cifar10", "cifar100", "svhn", "celeba")
 
@@ -140,3 +140,18 @@ def test_idx_files_match_the_mnist_format(tmp_path):
 def test_cli_refuses_unknown_names(tmp_path):
     with pytest.raises(SystemExit):
         synthetic.main(["--root", str(tmp_path), "imagenet"])
+
+
+def test_imagenet_val_is_labelled_in_imagenet_class_space(standins, monkeypatch, tmp_path):
+    import shutil
+
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(standins))
+    images = data.load_dataset("imagenet_val", "val")
+    assert sorted(set(images.y.tolist())) == [0, 250, 500, 750]  # the indices classes.tsv gives, not 0..3
+    assert images.classes[250] == "synthetic class 1" and images.classes[1] == "imagenet class 1"
+    old = tmp_path / "imagenet_val"
+    shutil.copytree(standins / "imagenet_val", old)
+    lines = (old / "classes.tsv").read_text().splitlines()
+    (old / "classes.tsv").write_text("".join(line.rsplit("\t", 1)[0] + "\n" for line in lines))
+    with pytest.raises(data.MissingDatasetError, match="ImageNet-index"):
+        data.load_dataset("imagenet_val", "val", root=old)

@@ -2,6 +2,8 @@
 #               (only those whose inputs changed), build the HTML book into _build/html.
 # `make test`  — unit tests, every notebook executed with the smoke profile, the smoke book built with warnings
 #               as errors.
+# `make paper-dryrun` — every chapter with the paper profile on synthetic stand-ins of the real data (CI, before
+#               `make test`; tests/test_paper_dryrun.py).
 PROFILE ?= default
 PYTHON  ?= python3
 VENV    := .venv

@@ -2,6 +2,8 @@
 #               (only those whose inputs changed), build the HTML book into _build/html.
 # `make test`  — unit tests, every notebook executed with the smoke profile, the smoke book built with warnings
 #               as errors.
+# `make paper-dryrun` — every chapter with the paper profile on synthetic stand-ins of the real data (CI, before
+#               `make test`; tests/test_paper_dryrun.py).
 PROFILE ?= default
 PYTHON  ?= python3
 VENV    := .venv
@@ -12,7 +14,7 @@ STAMP   := $(VENV)/.installed
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
-.PHONY: book test unit venv bench clean clean-cache chromium
+.PHONY: book test unit paper-dryrun venv bench clean clean-cache chromium
 
 venv: $(STAMP)
 
@@ -25,10 +27,14 @@ book: $(STAMP)
 	$(PY) -m oodlib book --profile $(PROFILE) --jobs $(JOBS)
 
 unit: $(STAMP)
-	$(PY) -m pytest -m "not notebook and not book" -q
+	$(PY) -m pytest -m "not notebook and not book and not paper_dryrun" -q
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -m "not paper_dryrun"
+
+# every chapter with the paper profile on synthetic stand-ins (data_scripts/synthetic.py); CI runs it before `test`
+paper-dryrun: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m paper_dryrun tests/test_paper_dryrun.py
 
 # headless Chromium for the browser test (Debian's package; root on the project's machines)
 chromium:

@@ -76,7 +76,7 @@ imagenet_val: ImageNet may not be redistributed; fetch it yourself under its lic
      torchvision checks both archives' MD5, then this script keeps {IMAGENET_CLASSES} classes x
      {IMAGENET_PER_CLASS} images = {IMAGENET_CLASSES * IMAGENET_PER_CLASS} images (chosen with seed {IMAGENET_SEED}) in \
 <data>/imagenet_val/<wnid>/
-     and the class names in <data>/imagenet_val/classes.tsv."""
+     and wnid, class name and ImageNet class index per line in <data>/imagenet_val/classes.tsv."""
 
 OCT_HELP = """\
 oct: retinal OCT images of Kermany et al. (2018), Cell 172(5), "Identifying medical diagnoses and treatable
@@ -119,7 +119,8 @@ def build_imagenet_subset(archives: pathlib.Path, root: pathlib.Path) -> None:
         out.mkdir()
         for k in keep:
             shutil.copy2(files[k], out / pathlib.Path(files[k]).name)
-    lines = [f"{full.wnids[label]}\t{full.classes[label][0]}" for label in chosen]
+    # wnid, name and ImageNet class index (torchvision's label = the pretrained models' output index)
+    lines = [f"{full.wnids[label]}\t{full.classes[label][0]}\t{label}" for label in chosen]
     (staging / "classes.tsv").write_text("\n".join(lines) + "\n")
     _replace(staging, target)
 

@@ -26,12 +26,17 @@ WEIGHTS = {"resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"), "densenet121": ("D
 
 def fetch(arch: str, folder: pathlib.Path) -> pathlib.Path:
     """Download ``arch``'s weights with hash check, save them atomically to ``folder``, record their sha256."""
-    import torch
     import torchvision.models as tvm
 
     enum_name, member = WEIGHTS[arch]
     weights = getattr(getattr(tvm, enum_name), member)
-    state = weights.get_state_dict(progress=True, check_hash=True)
+    return save_state(weights.get_state_dict(progress=True, check_hash=True), arch, folder)
+
+
+def save_state(state: dict, arch: str, folder: pathlib.Path) -> pathlib.Path:
+    """Save a state dict atomically as ``folder/<arch>.pth`` and record its sha256 in ``<arch>.pth.sha256``."""
+    import torch
+
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{arch}.pth"
     partial = path.with_name(path.name + ".partial")

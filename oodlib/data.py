@@ -307,18 +307,56 @@ class _RealSpec:
 
 def _open_train_flag(cls_name: str) -> Callable[[pathlib.Path, str], Any]:
     def open_(folder: pathlib.Path, split: str) -> Any:
-        import torchvision.datasets as tvd
-
-        return getattr(tvd, cls_name)(str(folder), train=split == "train", download=False)
+        return _dataset_class(cls_name, folder)(str(folder), train=split == "train", download=False)
     return open_
 
 
 def _open_split_kw(cls_name: str, **kwargs: Any) -> Callable[[pathlib.Path, str], Any]:
     def open_(folder: pathlib.Path, split: str) -> Any:
-        import torchvision.datasets as tvd
-
-        return getattr(tvd, cls_name)(str(folder), split=split, download=False, **kwargs)
+        return _dataset_class(cls_name, folder)(str(folder), split=split, download=False, **kwargs)
     return open_
+
+
+STANDIN_ENV = "OODLIB_STANDINS"
+STANDIN_MANIFEST = "STANDIN.md5"
+_MD5_ATTRIBUTES = ("train_list", "test_list", "meta", "split_list", "file_list")  # where torchvision keeps them
+
+
+def _dataset_class(cls_name: str, folder: pathlib.Path) -> type:
+    """torchvision's dataset class ``cls_name``, which checks the MD5 sums of the official files (CIFAR, SVHN,
+    CelebA). Only when ``$OODLIB_STANDINS`` is ``1`` and ``folder`` holds the ``STANDIN.md5`` manifest that
+    ``data_scripts/synthetic.py`` writes beside its synthetic stand-ins, a subclass checks each file against the
+    manifest's MD5 instead (a file the manifest does not list keeps the official sum). Real data are always
+    checked against the official sums."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    manifest = folder / STANDIN_MANIFEST
+    if os.environ.get(STANDIN_ENV) != "1" or not manifest.is_file():
+        return cls
+    sums = {pathlib.PurePosixPath(line.split(None, 1)[1].strip()).name: line.split()[0]
+            for line in manifest.read_text().splitlines() if line.strip()}
+    swapped = {attr: _swap_md5(getattr(cls, attr), sums) for attr in _MD5_ATTRIBUTES if hasattr(cls, attr)}
+    # the same class name: torchvision derives folder names from it (MNIST's raw_folder)
+    return type(cls.__name__, (cls,), swapped) if swapped else cls
+
+
+def _swap_md5(entry: Any, sums: dict[str, str]) -> Any:
+    """``entry`` (torchvision's file table: lists/tuples/dicts holding a file name and its MD5) with the MD5 of
+    every file named in ``sums`` replaced by ``sums[name]``."""
+    if isinstance(entry, dict) and "filename" in entry and "md5" in entry:
+        return {**entry, "md5": sums.get(entry["filename"], entry["md5"])}
+    if isinstance(entry, dict):
+        return {key: _swap_md5(value, sums) for key, value in entry.items()}
+    if isinstance(entry, (list, tuple)) and entry and all(isinstance(e, str) for e in entry):
+        name = next((e for e in entry if e in sums), None)
+        if name is None:
+            return entry
+        swapped = [sums[name] if len(e) == 32 and all(c in "0123456789abcdef" for c in e) else e for e in entry]
+        return type(entry)(swapped)
+    if isinstance(entry, (list, tuple)):
+        return type(entry)(_swap_md5(e, sums) for e in entry)
+    return entry
 
 
 def _open_image_folder(per_split: bool) -> Callable[[pathlib.Path, str], Any]:
@@ -342,7 +380,7 @@ _REAL: dict[str, _RealSpec] = {
 }
 """Per real dataset: valid splits, native channels, common size for variable-size images, and its opener.
 ``imagenet_val`` is a single folder (the 1000-image subset of the ILSVRC2012 validation set) returned for
-every split name."""
+every split name, labelled in ImageNet's 1000-class space (:func:`_imagenet_label_space`)."""
 
 
 def _open_real(name: str, split: str, folder: pathlib.Path) -> Any:
@@ -352,8 +390,11 @@ def _open_real(name: str, split: str, folder: pathlib.Path) -> Any:
     try:
         return _REAL[name].opener(folder, split)
     except (RuntimeError, OSError, ValueError, AssertionError, EOFError) as err:  # torchvision's ways to fail
+        hint = ""
+        if (folder / STANDIN_MANIFEST).is_file() and os.environ.get(STANDIN_ENV) != "1":
+            hint = f"; this folder holds synthetic stand-ins, read only with ${STANDIN_ENV}=1"
         raise MissingDatasetError(name, folder, fetch_command(name, folder),
-                                  detail=f"incomplete or corrupted: {err}") from err
+                                  detail=f"incomplete or corrupted: {err}{hint}") from err
 
 
 def _array_backed(ds: Any, idx: np.ndarray) -> tuple[Tensor, Tensor] | None:
@@ -390,12 +431,34 @@ def _classes_of(name: str, ds: Any, folder: pathlib.Path) -> tuple[str, ...]:
         return tuple(str(i) for i in range(43))
     if name == "celeba":
         return ("face",)
-    classes = tuple(ds.classes)
-    names_file = folder / "classes.tsv"  # written by data_scripts/fetch.py for imagenet_val: wnid<TAB>name
-    if name == "imagenet_val" and names_file.is_file():
-        lookup = dict(line.split("\t", 1) for line in names_file.read_text().splitlines() if "\t" in line)
-        classes = tuple(lookup.get(c, c) for c in classes)
-    return classes
+    return tuple(ds.classes)
+
+
+IMAGENET_CLASSES = 1000
+
+
+def _imagenet_label_space(ds: Any, folder: pathlib.Path) -> tuple[Tensor, tuple[str, ...]]:
+    """ImageNet's own 1000-class label space for the ``imagenet_val`` subset (Section 3.1), so that labels match
+    the outputs of the pretrained models: ``lookup[folder label]`` = ImageNet class index, and the 1000 class
+    names (those of classes absent from the subset are ``"imagenet class <k>"``).
+
+    ``classes.tsv`` (written by ``data_scripts/fetch.py``) holds ``wnid<TAB>name<TAB>ImageNet index`` per line.
+    """
+    names_file = folder / "classes.tsv"
+    rows = [line.split("\t") for line in names_file.read_text().splitlines() if line.strip()] \
+        if names_file.is_file() else []
+    if not rows or any(len(row) != 3 or not row[2].strip().isdigit() for row in rows):
+        raise MissingDatasetError("imagenet_val", folder, fetch_command("imagenet_val", folder),
+                                  detail="classes.tsv lacks the wnid<TAB>name<TAB>ImageNet-index lines")
+    index = {wnid: int(k) for wnid, _, k in rows}
+    missing = [wnid for wnid in ds.classes if wnid not in index]
+    if missing or not all(0 <= k < IMAGENET_CLASSES for k in index.values()):
+        raise MissingDatasetError("imagenet_val", folder, fetch_command("imagenet_val", folder),
+                                  detail=f"classes.tsv does not match the class folders (e.g. {missing[:3]})")
+    classes = [f"imagenet class {k}" for k in range(IMAGENET_CLASSES)]
+    for wnid, name, k in rows:
+        classes[int(k)] = name
+    return torch.tensor([index[wnid] for wnid in ds.classes], dtype=torch.int64), tuple(classes)
 
 
 def _real_set(name: str, split: str, *, image_size: int | None, limit: int | None, seed: int,
@@ -410,6 +473,9 @@ def _real_set(name: str, split: str, *, image_size: int | None, limit: int | Non
         x, y = fast
     else:
         x, y = _decode_each(ds, idx, spec.channels, _pair(image_size or spec.size or 32))
+    if name == "imagenet_val":
+        lookup, classes = _imagenet_label_space(ds, folder)
+        return ImageSet(x, lookup[y], classes, f"{name}:{split}")
     return ImageSet(x, y, _classes_of(name, ds, folder), f"{name}:{split}")
 
 

@@ -176,12 +176,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class TorchvisionResNet18(Classifier):
     """Adapter of ``torchvision.models.resnet18`` (Section 3.1; Appendix B.1–B.2): z = the 512-d pooled features.
 
-    ``norm="instance"`` swaps every BatchNorm2d for InstanceNorm2d as in Appendix B.2.
+    ``norm="instance"`` swaps every BatchNorm2d for InstanceNorm2d as in Appendix B.2; ``norm="none"`` drops them
+    (identity), as the JEM authors' wide ResNet has no normalisation (Appendix J).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``norm``, or ``norm="instance"`` with ``image_size <= 32``: the last stage is then 1 x 1 and instance
+        norm has no spatial statistics to train on.
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, image_size: int = 224,
                  norm: str = "batch") -> None:
         from torchvision.models import resnet18
+
+        if norm not in ("batch", "instance", "none"):
+            raise ValueError(f"unknown norm {norm!r}; choose from 'batch', 'instance', 'none'")
+        if norm == "instance" and image_size <= 32:
+            raise ValueError(f"norm='instance' needs image_size > 32 (the last stage of {image_size} x "
+                             f"{image_size} images is 1 x 1); use norm='batch' or 'none'")
 
         rgb = in_channels == 3
         super().__init__(in_channels, image_size, num_classes, 512, IMAGENET_MEAN if rgb else [0.5] * in_channels,
@@ -189,8 +202,8 @@ class TorchvisionResNet18(Classifier):
         net = resnet18(weights=None, num_classes=num_classes)
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        if norm == "instance":
-            _replace_batchnorm(net)
+        if norm != "batch":
+            _replace_batchnorm(net, norm)
         self.net = net
         self.head = net.fc
 
@@ -222,12 +235,14 @@ class TorchvisionDenseNet121(Classifier):
         return maps
 
 
-def _replace_batchnorm(module: nn.Module) -> None:
+def _replace_batchnorm(module: nn.Module, norm: str) -> None:
+    """Swap every BatchNorm2d for an affine InstanceNorm2d (``norm="instance"``) or an identity (``"none"``)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            setattr(module, name, nn.InstanceNorm2d(child.num_features, affine=True))
+            setattr(module, name, nn.InstanceNorm2d(child.num_features, affine=True) if norm == "instance"
+                    else nn.Identity())
         else:
-            _replace_batchnorm(child)
+            _replace_batchnorm(child, norm)
 
 
 def build_model(arch: str, *, in_channels: int, image_size: int, num_classes: int, **options) -> Classifier:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import data, models, store, training
+from . import _checks, data, models, store, training
 from .attack import AttackResult, ood_attack
 from .metrics import auroc, fpr_at_95_tpr, mape
 
@@ -300,8 +300,9 @@ def attack_autoencoder(ae: ConvAutoEncoder, x_in: Tensor, x_start: Tensor, *, ep
     residual_weight : float, default 0
         ``w`` above.
     """
-    if residual_weight < 0:
-        raise ValueError(f"residual_weight must be >= 0, got {residual_weight}")
+    _checks.nonempty(x_in, "x_in")
+    _checks.nonempty(x_start, "x_start")
+    residual_weight = _checks.number(residual_weight, "residual_weight", nonnegative=True)
     device = next(ae.parameters()).device
     with torch.no_grad():
         z_in = _batched(ae.encode, x_in, device)
@@ -352,6 +353,9 @@ def nearest_image_distance(x: Tensor, reference: Tensor, exclude_self: bool = Fa
     torch.Tensor
         (N,) float64 distances (computed in float32, blockwise).
     """
+    _checks.nonempty(x, "x")
+    _checks.nonempty(reference, "reference")
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     queries = x.detach().flatten(1).float().cpu()
     refs = reference.detach().flatten(1).float().cpu()
     blocks = []
@@ -360,7 +364,7 @@ def nearest_image_distance(x: Tensor, reference: Tensor, exclude_self: bool = Fa
         if exclude_self:
             d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
         blocks.append(d.amin(dim=1))
-    return torch.cat(blocks).double() if blocks else torch.empty(0, dtype=torch.float64)
+    return torch.cat(blocks).double()
 
 
 def attack_summary(run: AutoEncoderAttack, score_in: Tensor, score_out: Tensor, reference: Tensor

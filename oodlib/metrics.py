@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _checks
+
 __all__ = [
     "MetricInputError",
     "as_float64_array",
@@ -388,12 +390,20 @@ def mape_fraction_below(mape_values: Any, threshold: float = 1e-3) -> float:
     mape_values : array-like or torch.Tensor
         Per-sample MAPE values as fractions, e.g. the output of :func:`mape`; any shape.
     threshold : float, default 1e-3
-        The threshold as a fraction (1e-3 = 0.1%).
+        The threshold as a fraction (1e-3 = 0.1%); a Python or NumPy scalar or a 0-d tensor.
 
     Returns
     -------
     float
         The fraction in [0, 1].
+
+    Raises
+    ------
+    MetricInputError
+        If ``mape_values`` is empty or holds NaN/inf.
+    ValueError, TypeError
+        If ``threshold`` is not a finite number (booleans refused).
     """
+    threshold = _checks.number(threshold, "threshold")
     values = as_float64_array(mape_values, "mape_values")
     return float(np.mean(values < threshold))

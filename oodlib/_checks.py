@@ -6,7 +6,7 @@ Two kinds of degenerate input are refused here, before any work starts, with a m
   ``torch.cat(): expected a non-empty list``) — :func:`nonempty`;
 - a number that is a boolean, not finite, of the wrong kind or out of range — :func:`number` / :func:`integer`.
   Python numbers, NumPy scalars and 0-d tensors (any device) are accepted alike and returned as Python
-  ``float`` / ``int``, so ``eps=np.float64(0.5)`` and ``eps=torch.tensor(0.5, dtype=torch.float64)`` give
+  ``int`` / ``float``, so ``eps=np.float64(0.5)`` and ``eps=torch.tensor(0.5, dtype=torch.float64)`` give
   exactly the results of ``eps=0.5``.
 """
 
@@ -59,12 +59,12 @@ def _scalar(value: Any, name: str) -> int | float:
 
 def number(value: Any, name: str, *, positive: bool = False, nonnegative: bool = False,
            minimum: float | None = None, maximum: float | None = None) -> float:
-    """``value`` checked and returned as a Python ``float``.
+    """``value`` checked and returned as a Python ``float`` (or ``int``, if it is an integer).
 
     Accepts Python ints/floats, NumPy scalars and 0-d tensors. Raises ``TypeError`` naming ``name`` for a
     boolean or a non-number, ``ValueError`` for NaN/±inf, a non-positive value (``positive``), a negative one
     (``nonnegative``) or one outside [``minimum``, ``maximum``]."""
-    v = float(_scalar(value, name))
+    v = _scalar(value, name)  # an int stays an int (``eps=10`` is passed on as given)
     if not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {v!r}")
     if positive and not v > 0:

@@ -32,7 +32,7 @@ class Energy(Detector):
 
     def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
         super().__init__(model)
-        self.temperature = _checks.number(temperature, "temperature", positive=True)
+        self.temperature = float(_checks.number(temperature, "temperature", positive=True))
         self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def score(self, x: Tensor) -> Tensor:

@@ -91,16 +91,16 @@ class Mahalanobis(Detector):
     def __init__(self, model: nn.Module, magnitude: float = 0.0, layers: Sequence[int] | None = None,
                  ridge: float = 1e-6) -> None:
         super().__init__(model)
-        self.magnitude = _checks.number(magnitude, "magnitude", nonnegative=True)
+        self.magnitude = float(_checks.number(magnitude, "magnitude", nonnegative=True))
         self.layers = None if layers is None else tuple(int(i) for i in layers)
-        self.ridge = _checks.number(ridge, "ridge", nonnegative=True)
+        self.ridge = float(_checks.number(ridge, "ridge", nonnegative=True))
         self.n_layers = 0
         self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def with_magnitude(self, magnitude: float) -> "Mahalanobis":
         """A copy sharing the fitted means and precisions, with another preprocessing magnitude (PM)."""
         other = copy.copy(self)
-        other.magnitude = _checks.number(magnitude, "magnitude", nonnegative=True)
+        other.magnitude = float(_checks.number(magnitude, "magnitude", nonnegative=True))
         return other
 
     # ----------------------------------------------------------------------------------------------- features

@@ -52,8 +52,8 @@ class ODIN(Detector):
 
     def __init__(self, model: nn.Module, temperature: float = 1000.0, magnitude: float = 0.0014) -> None:
         super().__init__(model)
-        self.temperature = _checks.number(temperature, "temperature", positive=True)
-        self.magnitude = _checks.number(magnitude, "magnitude", nonnegative=True)
+        self.temperature = float(_checks.number(temperature, "temperature", positive=True))
+        self.magnitude = float(_checks.number(magnitude, "magnitude", nonnegative=True))
         self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def step_direction(self, x: Tensor) -> Tensor:

@@ -216,4 +216,4 @@ def _rows(result: AttackResult, rows: slice) -> AttackResult:
     return AttackResult(x=result.x[rows], loss=result.loss[rows], mape=result.mape[rows],
                         loss_history=result.loss_history[:, rows], mape_history=result.mape_history[:, rows],
                         iterations=result.iterations, steps_run=result.steps_run, z_target=result.z_target[rows],
-                        params=result.params)
+                        nonfinite_steps=result.nonfinite_steps[rows], params=result.params)

@@ -365,8 +365,6 @@ NUMBER_PARAMETERS = {
     "mape_fraction_below threshold": lambda m, v: metrics.mape_fraction_below([0.1], v),
     "attack_autoencoder residual_weight": lambda m, v: attack_autoencoder(
         _small_ae(), torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8), eps=1.0, steps=1, residual_weight=v),
-    "scale_eps eps_paper": lambda m, v: experiments.scale_eps(v, 784),
-    "rms_per_value eps": lambda m, v: experiments.rms_per_value(v, 784),
     "null_space_attack magnitude": lambda m, v: null_space_attack(torch.randn(2, 5), torch.rand(5), v),
 }
 

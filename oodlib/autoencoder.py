@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import data, models, store, training
+from . import _checks, data, models, store, training
 from .attack import AttackResult, ood_attack
 from .metrics import auroc, fpr_at_95_tpr, mape, nearest_image_distance
 
@@ -300,8 +300,9 @@ def attack_autoencoder(ae: ConvAutoEncoder, x_in: Tensor, x_start: Tensor, *, ep
     residual_weight : float, default 0
         ``w`` above.
     """
-    if residual_weight < 0:
-        raise ValueError(f"residual_weight must be >= 0, got {residual_weight}")
+    _checks.nonempty(x_in, "x_in")
+    _checks.nonempty(x_start, "x_start")
+    residual_weight = _checks.number(residual_weight, "residual_weight", nonnegative=True)
     device = next(ae.parameters()).device
     with torch.no_grad():
         z_in = _batched(ae.encode, x_in, device)

@@ -43,6 +43,7 @@ def merge(parts: list[AttackResult]) -> AttackResult:
                         mape_history=torch.cat([p.mape_history for p in parts], dim=1),
                         iterations=first.iterations, steps_run=max(p.steps_run for p in parts),
                         z_target=torch.cat([p.z_target for p in parts]),
+                        nonfinite_steps=torch.cat([p.nonfinite_steps for p in parts]),
                         params={k: v for k, v in first.params.items() if k != "first_index"})
 
 
@@ -54,6 +55,9 @@ def sharded_ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor, x_ood: Tenso
     if not (dist.is_available() and dist.is_initialized()):
         return ood_attack(f, x_in, x_ood, **attack_options)
     rank, world = dist.get_rank(), dist.get_world_size()
+    if x_in.shape[0] < world:
+        raise ValueError(f"x_in holds {x_in.shape[0]} sample(s), fewer than the {world} ranks: a rank would get an "
+                         "empty shard; attack on fewer processes")
     part = shard(x_in.shape[0], rank, world)
     x_ood_part = x_ood if x_ood.shape[0] == 1 else x_ood[part]
     mine = ood_attack(f, x_in[part], x_ood_part, first_index=part.start, **attack_options)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import data, metrics
+from . import _checks, data, metrics
 from .attack import AttackResult, ood_attack
 from .detectors import Detector, make_detector
 from .models import Classifier
@@ -34,7 +34,8 @@ def scale_eps(eps_paper: float, n_values: int, paper_values: int = PAPER_IMAGE_V
 
 
 def rms_per_value(eps: float, n_values: int) -> float:
-    """The root-mean-square per-value change of a perturbation of L2 norm ε spread over ``n_values`` values."""
+    """The root-mean-square per-value change of a perturbation of L2 norm ε spread over ``n_values`` values
+    (a NaN ε — "no such budget" — gives NaN: a unit conversion, not a parameter check)."""
     return eps / math.sqrt(n_values)
 
 
@@ -61,7 +62,9 @@ class StartRun:
 
 @torch.no_grad()
 def encode(model: Classifier, x: Tensor, batch_size: int = 512) -> Tensor:
-    """``model.features`` of many images, batched, in eval mode, returned on the CPU."""
+    """``model.features`` of many images (N ≥ 1), batched, in eval mode, returned on the CPU."""
+    _checks.nonempty(x, "x")
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -75,6 +78,7 @@ def attack_from_start(model: Classifier, x_in: Tensor, start: str, *, eps: float
     """Algorithm 1 on ``model.features`` from the start image ``start`` (per-sample noise for ``"noise"``),
     paired with each image of ``x_in``. The reproduction chapters claim to reproduce the paper, so the routine is
     the authors' (``routine="authors"``) unless ``attack_options`` names another."""
+    _checks.nonempty(x_in, "x_in")
     attack_options.setdefault("routine", "authors")
     x_start = data.start_batch(start, len(x_in), size=x_in.shape[-1], channels=x_in.shape[1], seed=seed)
     result = ood_attack(model.features, x_in, x_start, eps=eps, steps=steps, seed=seed, **attack_options)
@@ -94,7 +98,9 @@ def attack_from_starts(model: Classifier, x_in: Tensor, starts: list[str], eps: 
 
 
 def detector_auroc(detector: Detector, x_in: Tensor, x_out: Tensor) -> float:
-    """AUROC (ID positive, in-score) of ``detector`` separating ``x_in`` from ``x_out``."""
+    """AUROC (ID positive, in-score) of ``detector`` separating ``x_in`` from ``x_out`` (each N ≥ 1)."""
+    _checks.nonempty(x_in, "x_in")
+    _checks.nonempty(x_out, "x_out")
     return metrics.auroc(detector.score_batched(x_in), detector.score_batched(x_out))
 
 
@@ -288,6 +294,8 @@ def run_study(spec: ModelSpec, configs: dict[str, tuple[str, float]], *, n_sampl
     of its test split (class-restricted as the spec says), attack them from each ``(start image, ε)`` of
     ``configs`` (:func:`attack_configs`), and measure the MSP AUROC before and after the attack, plus against
     ``n_natural`` natural-image OOD crops (:func:`oodlib.data.natural_ood_set`)."""
+    n_samples = _checks.integer(n_samples, "n_samples", minimum=1)
+    n_natural = _checks.integer(n_natural, "n_natural", minimum=1)
     model = get_model(spec, device=device)
     test = training_data(spec, "test").subset(n_samples, seed=seed)
     runs = attack_configs(model, test.x, configs, steps=steps, seed=seed, **attack_options)
@@ -359,6 +367,9 @@ def attack_detector(detector: Detector, f: Callable[[Tensor], Tensor], x_in: Ten
     classifier) from the start batch ``starts[start]``, image ``i`` paired with ``x_in[i]``; then ``detector``'s
     scores. One start batch may appear at several budgets. The routine is the authors' unless
     ``attack_options`` names another."""
+    _checks.nonempty(x_in, "x_in")
+    for name, batch in starts.items():
+        _checks.nonempty(batch, f"starts[{name!r}]")
     attack_options.setdefault("routine", "authors")
     score_in = detector.score_batched(x_in)
     runs = {}

@@ -45,7 +45,7 @@ import normflows as nf
 import torch
 from torch import Tensor, nn
 
-from . import data, models, store, training
+from . import _checks, data, models, store, training
 
 __all__ = ["FlowSpec", "Glow", "N_BINS", "flow_cache_key", "flow_info", "get_flow", "mean_nll", "nll_batched",
            "train_flow"]
@@ -165,6 +165,8 @@ class Glow(nn.Module):
     def sample(self, n: int, temperature: float = 0.7, seed: int = 0) -> Tensor:
         """``n`` images drawn from the flow with the prior's standard deviation scaled by ``temperature``
         (Kingma & Dhariwal, 2018, Section 5.3, use 0.7), seeded."""
+        n = _checks.integer(n, "n", minimum=1)
+        temperature = _checks.number(temperature, "temperature", nonnegative=True)
         generator = torch.Generator().manual_seed(seed)
         device = next(self.parameters()).device
         z = temperature * torch.randn((n, self.n_dims), generator=generator)
@@ -309,7 +311,9 @@ def mean_nll(flow: Glow, x: Tensor, batch_size: int = 256) -> float:
 
 @torch.no_grad()
 def nll_batched(flow: Glow, x: Tensor, batch_size: int = 256) -> Tensor:
-    """:meth:`Glow.nll` of many images without a graph, on the flow's device; returned on the CPU."""
+    """:meth:`Glow.nll` of many images (N ≥ 1) without a graph, on the flow's device; returned on the CPU."""
+    _checks.nonempty(x, "x")
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     device = next(flow.parameters()).device
     return torch.cat([flow.nll(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 

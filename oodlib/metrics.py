@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _checks
+
 __all__ = [
     "MetricInputError",
     "as_float64_array",
@@ -389,13 +391,21 @@ def mape_fraction_below(mape_values: Any, threshold: float = 1e-3) -> float:
     mape_values : array-like or torch.Tensor
         Per-sample MAPE values as fractions, e.g. the output of :func:`mape`; any shape.
     threshold : float, default 1e-3
-        The threshold as a fraction (1e-3 = 0.1%).
+        The threshold as a fraction (1e-3 = 0.1%); a Python or NumPy scalar or a 0-d tensor.
 
     Returns
     -------
     float
         The fraction in [0, 1].
+
+    Raises
+    ------
+    MetricInputError
+        If ``mape_values`` is empty or holds NaN/inf.
+    ValueError, TypeError
+        If ``threshold`` is not a finite number (booleans refused).
     """
+    threshold = _checks.number(threshold, "threshold")
     values = as_float64_array(mape_values, "mape_values")
     return float(np.mean(values < threshold))
 
@@ -422,6 +432,9 @@ def nearest_image_distance(x: torch.Tensor, reference: torch.Tensor, exclude_sel
     torch.Tensor
         (N,) float64 distances (computed in float32, blockwise).
     """
+    _checks.nonempty(x, "x")
+    _checks.nonempty(reference, "reference")
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     queries = x.detach().flatten(1).float().cpu()
     refs = reference.detach().flatten(1).float().cpu()
     blocks = []
@@ -430,4 +443,4 @@ def nearest_image_distance(x: torch.Tensor, reference: torch.Tensor, exclude_sel
         if exclude_self:
             d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
         blocks.append(d.amin(dim=1))
-    return torch.cat(blocks).double() if blocks else torch.empty(0, dtype=torch.float64)
+    return torch.cat(blocks).double()

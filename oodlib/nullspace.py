@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _checks
+
 __all__ = [
     "BoxMatchResult",
     "ReluNullSpaceResult",
@@ -139,8 +141,7 @@ def null_space_attack(W: torch.Tensor, x: torch.Tensor, magnitude: float, seed: 
         ``x'`` with the shape, dtype and device of ``x`` (computed in float64; a
         float32 result carries float32 rounding in ``W x'``).
     """
-    if magnitude < 0:
-        raise ValueError(f"magnitude must be >= 0, got {magnitude}")
+    magnitude = _checks.number(magnitude, "magnitude", nonnegative=True)
     if x.ndim not in (1, 2) or x.shape[-1] != W.shape[-1]:
         raise ValueError(f"x must have shape (M,) or (N, M) with M={W.shape[-1]}, got {tuple(x.shape)}")
     if W.ndim != 2:

@@ -48,6 +48,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from . import _checks
+
 if TYPE_CHECKING:
     from .store import ModelSpec
 
@@ -622,13 +624,16 @@ def nearest_code_mape(z_query: torch.Tensor, z_reference: torch.Tensor, batch_si
     torch.Tensor
         Float64 tensor ``(Q,)`` of ``min_r MAPE(q, r)``.
     """
+    _checks.nonempty(z_query, "z_query")
+    _checks.nonempty(z_reference, "z_reference")
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     q = z_query.detach().flatten(1).double().cpu()
     r = z_reference.detach().flatten(1).double().cpu()
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"codes differ in dimension: {q.shape[1]} and {r.shape[1]}")
     scale = r.abs().amax(dim=1).clamp_min(1e-12) * r.shape[1]
     blocks = [(torch.cdist(q[i:i + batch_size], r, p=1) / scale).amin(dim=1) for i in range(0, len(q), batch_size)]
-    return torch.cat(blocks) if blocks else torch.empty(0, dtype=torch.float64)
+    return torch.cat(blocks)
 
 
 def coverage_figure(curves: pd.DataFrame, simulated: pd.DataFrame | None = None) -> Figure:

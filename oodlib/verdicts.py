@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from . import metrics
+from . import _checks, metrics
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_TESTABLE", "CLEAN_AUROC_MIN", "AUROC_TOLERANCE", "MAPE_THRESHOLD",
            "MAPE_MAJORITY", "ID_LIKE_QUANTILE", "Verdict", "OODCheck", "auroc_verdict", "mape_verdict", "ood_check"]
@@ -157,8 +157,7 @@ def ood_check(x_attacked: torch.Tensor, x_train: torch.Tensor, x_id_test: torch.
         If any of the three batches is empty.
     """
     for name, x in (("x_attacked", x_attacked), ("x_train", x_train), ("x_id_test", x_id_test)):
-        if len(x) == 0:
-            raise ValueError(f"{name} is empty")
+        _checks.nonempty(x, name)
     reference = metrics.nearest_image_distance(x_id_test, x_train)
     threshold = float(torch.quantile(reference, ID_LIKE_QUANTILE))
     distance = metrics.nearest_image_distance(x_attacked, x_train)

@@ -13,18 +13,27 @@ gradient of the perturbation δ to ``torch.optim.Adamax(lr=step_size)``; δ is t
 ``x = clamp(x'_out + δ, 0, 1)``. With Adamax the per-pixel step is ≈ ``step_size`` whatever the gradient's
 scale, so the iterate moves far faster than the printed rule ``x ← clip(x − α·h(J'))`` (``update="printed"``),
 which moves exactly α in the attack norm per iteration.
+
+Numerical safety: a sample whose input gradient holds NaN or ±inf in an iteration (a square root at 0 inside the
+model, an overflow) gets a zero step for that iteration — its iterate does not move, its gradient counts as zero in
+Adamax's moments — and the other samples are untouched (bit for bit). The count per sample is kept on the device
+(:attr:`AttackResult.nonfinite_steps`, no host copy inside the loop) and one :class:`NonFiniteGradientWarning`
+after the attack names the samples. A returned image is never non-finite. Non-finite targets ``f(x_in)`` / ``z_in``
+are refused before the loop (``ValueError`` naming the samples).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from ..metrics import mape_tensor as _mape
 from ..models import resolve_device
 
@@ -42,6 +51,10 @@ ROUTINES: dict[str, dict] = {
 }
 
 
+class NonFiniteGradientWarning(RuntimeWarning):
+    """Some samples' input gradients were NaN or ±inf in some iterations; those steps were skipped (zero step)."""
+
+
 @dataclass
 class AttackResult:
     """What :func:`ood_attack` returns.
@@ -55,6 +68,8 @@ class AttackResult:
     steps_run : iterations actually run (fewer than ``steps`` after an early stop; the largest over batches
         and restarts).
     z_target : the detached targets f(x_in), shape (N, ...).
+    nonfinite_steps : (N,) int64, per sample, the iterations (summed over restarts) whose input gradient held NaN
+        or ±inf and that were therefore skipped (zero step); all zero in a healthy run.
     """
 
     x: Tensor
@@ -65,10 +80,16 @@ class AttackResult:
     iterations: Tensor
     steps_run: int
     z_target: Tensor
+    nonfinite_steps: Tensor
     params: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def nonfinite_gradient(self) -> Tensor:
+        """(N,) bool: the samples that had a non-finite input gradient in at least one iteration."""
+        return self.nonfinite_steps > 0
 
 
 @contextlib.contextmanager
@@ -144,14 +165,22 @@ def schedule_factor(schedule: str, iteration: int, steps: int, floor: float = 0.
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * iteration / max(steps, 1)))
 
 
-def _check_inputs(x_in: Tensor | None, z_in: Tensor | None, x_ood: Tensor, eps: float, steps: int,
-                  norm: str, update: str, schedule: str, restarts: int, batch_size: int,
-                  module: nn.Module | None) -> None:
-    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be a positive finite number, got {eps!r}")
-    for name, value in (("steps", steps), ("restarts", restarts), ("batch_size", batch_size)):
-        if not (isinstance(value, int) and value > 0):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+def _check_numbers(**values: object) -> dict:
+    """The attack's numeric arguments as Python numbers (NumPy scalars and 0-d tensors accepted; booleans,
+    NaN and inf refused by name)."""
+    out = dict(eps=_checks.number(values["eps"], "eps", positive=True),
+               step_size=_checks.optional_number(values["step_size"], "step_size", positive=True),
+               tol=_checks.optional_number(values["tol"], "tol", nonnegative=True),
+               record_every=_checks.optional_integer(values["record_every"], "record_every", minimum=1),
+               seed=_checks.integer(values["seed"], "seed"),
+               first_index=_checks.integer(values["first_index"], "first_index", minimum=0))
+    for name in ("steps", "restarts", "batch_size", "check_every"):
+        out[name] = _checks.integer(values[name], name, minimum=1)
+    return out
+
+
+def _check_inputs(x_in: Tensor | None, z_in: Tensor | None, x_ood: Tensor, norm: str, update: str,
+                  schedule: str, module: nn.Module | None) -> None:
     for name, value, valid in (("norm", norm, NORMS), ("update", update, UPDATES),
                                ("schedule", schedule, SCHEDULES)):
         if value not in valid:
@@ -159,6 +188,8 @@ def _check_inputs(x_in: Tensor | None, z_in: Tensor | None, x_ood: Tensor, eps: 
     if (x_in is None) == (z_in is None):
         raise ValueError("give exactly one of x_in (images whose f(x_in) is matched) or z_in (the targets)")
     images = [("x_ood", x_ood)] + ([("x_in", x_in)] if x_in is not None else [])
+    for name, x in images + ([("z_in", z_in)] if z_in is not None else []):
+        _checks.nonempty(x, name)
     for name, x in images:
         if x.dim() != 4:
             raise ValueError(f"{name} must be an NCHW image batch, got shape {tuple(x.shape)}")
@@ -218,6 +249,31 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
         model with ``model.to(memory_format=torch.channels_last)`` yourself).
     autocast : evaluate ``f`` under ``torch.autocast`` in bfloat16 (targets, iterations and the final
         evaluation alike); the loss, the gradient's normalisation and the update stay in float32.
+
+    Numbers (``eps``, ``steps``, ``step_size``, ``tol``, ``batch_size``, …) may be Python or NumPy scalars or 0-d
+    tensors.
+
+    Non-finite gradients (one policy for every routine and norm): a sample whose input gradient holds NaN or
+    ±inf in an iteration gets a zero step in that iteration (its iterate stays where it was; with Adamax the
+    gradient counts as zero in the moments), the other samples are unaffected bit for bit, the count per sample
+    is returned in ``nonfinite_steps`` and, after the attack, one :class:`NonFiniteGradientWarning` names the
+    affected samples (global indices, ``first_index`` included). The check is one ``isfinite`` reduction per
+    sample on the device — no host↔device copy inside the loop. A returned image is never non-finite (its loss
+    and MAPE are NaN only where ``f`` itself is non-finite there).
+
+    Returns
+    -------
+    AttackResult
+
+    Raises
+    ------
+    ValueError
+        An empty batch (``x_in``, ``x_ood``, ``z_in``; the message names it), images outside [0, 1] or of the
+        wrong shape, unknown ``norm`` / ``update`` / ``schedule`` / ``routine``, a non-positive ``eps`` /
+        ``steps`` / ``step_size`` / ``batch_size`` / ``restarts``, a NaN or inf number, or non-finite targets
+        ``f(x_in)`` / ``z_in`` (the message lists the samples).
+    TypeError
+        A boolean, a non-number, or a float where an integer is expected (``steps=10.0``).
     """
     if routine not in ROUTINES:
         raise ValueError(f"unknown routine {routine!r}; valid choices: {', '.join(ROUTINES)}")
@@ -227,7 +283,13 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     tol = preset["tol"] if tol is None else tol
     module = owning_module(f)
     f = _in_precision(f, autocast)
-    _check_inputs(x_in, z_in, x_ood, eps, steps, norm, update, schedule, restarts, batch_size, module)
+    nums = _check_numbers(eps=eps, steps=steps, step_size=step_size, tol=tol, restarts=restarts,
+                          check_every=check_every, batch_size=batch_size, record_every=record_every, seed=seed,
+                          first_index=first_index)
+    eps, steps, step_size, tol, restarts = (nums[k] for k in ("eps", "steps", "step_size", "tol", "restarts"))
+    check_every, batch_size, record_every, seed, first_index = (
+        nums[k] for k in ("check_every", "batch_size", "record_every", "seed", "first_index"))
+    _check_inputs(x_in, z_in, x_ood, norm, update, schedule, module)
     if device == "auto" and module is not None and any(True for _ in module.parameters()):
         dev = next(module.parameters()).device
     else:
@@ -238,6 +300,7 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     with frozen(module):
         with torch.no_grad():
             targets = _as_rows(z_in if z_in is not None else _batched(f, x_in, batch_size, dev)).detach().to(dev)
+        _check_targets(targets, "z_in" if z_in is not None else "f(x_in)", first_index)
         n = targets.shape[0]
         x0_all = x_ood.expand(n, *x_ood.shape[1:]) if x_ood.shape[0] == 1 else x_ood
         best: AttackResult | None = None
@@ -250,12 +313,37 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
                                   progress=progress, channels_last=channels_last)
             best = run if best is None else _keep_better(best, run)
     assert best is not None
+    _warn_nonfinite(best.nonfinite_steps, first_index)
     best.x = best.x.to(out_device)
     best.z_target = targets.to(out_device)
     best.params = dict(eps=eps, steps=steps, norm=norm, step_size=alpha, routine=routine, update=update,
                        schedule=schedule, first_index=first_index, channels_last=channels_last, autocast=autocast,
                        restarts=restarts, keep_best=keep_best, tol=tol, seed=seed)
     return best
+
+
+def _check_targets(targets: Tensor, name: str, first_index: int) -> None:
+    """Refuse NaN/inf targets before the loop (one host copy per call, none per iteration)."""
+    bad = ~torch.isfinite(targets.flatten(1)).all(dim=1)
+    if bool(bad.any()):
+        idx = (torch.nonzero(bad).flatten() + first_index).tolist()
+        raise ValueError(f"{name} holds NaN or inf for sample(s) {_index_list(idx)}; the attack needs finite "
+                         "targets (check the model on those inputs)")
+
+
+def _index_list(idx: list[int], limit: int = 20) -> str:
+    shown = ", ".join(map(str, idx[:limit]))
+    return shown + (f", … ({len(idx)} in all)" if len(idx) > limit else "")
+
+
+def _warn_nonfinite(counts: Tensor, first_index: int, stacklevel: int = 3) -> None:
+    """One warning after an attack naming the samples (global indices) whose gradient was non-finite."""
+    idx = torch.nonzero(counts.cpu()).flatten()
+    if idx.numel():
+        warnings.warn(f"the input gradient was NaN or inf for sample(s) {_index_list((idx + first_index).tolist())}"
+                      f" in {int(counts.sum())} iteration(s) in all; those steps were skipped (zero step), so "
+                      "their images are finite but may be less well attacked. See nonfinite_steps.",
+                      NonFiniteGradientWarning, stacklevel=stacklevel)
 
 
 def _in_precision(f: Callable[[Tensor], Tensor], autocast: bool) -> Callable[[Tensor], Tensor]:
@@ -288,7 +376,8 @@ def _keep_better(a: AttackResult, b: AttackResult) -> AttackResult:
                         mape=torch.where(take_b, b.mape, a.mape),
                         loss_history=torch.where(take_b, b.loss_history, a.loss_history),
                         mape_history=torch.where(take_b, b.mape_history, a.mape_history),
-                        iterations=a.iterations, steps_run=max(a.steps_run, b.steps_run), z_target=a.z_target)
+                        iterations=a.iterations, steps_run=max(a.steps_run, b.steps_run), z_target=a.z_target,
+                        nonfinite_steps=a.nonfinite_steps + b.nonfinite_steps)
 
 
 def _attack_batches(f, targets, x0_all, starts, *, batch_size, stride, steps, progress, **kw) -> AttackResult:
@@ -296,20 +385,22 @@ def _attack_batches(f, targets, x0_all, starts, *, batch_size, stride, steps, pr
     n = targets.shape[0]
     loss_hist = torch.full((n_records, n), float("nan"))
     mape_hist = torch.full((n_records, n), float("nan"))
-    xs, losses, mapes, steps_run = [], [], [], 0
+    xs, losses, mapes, bad, steps_run = [], [], [], [], 0
     chunks = range(0, n, batch_size)
     for i in _progress(chunks, progress, "OOD attack (batches)"):
         sl = slice(i, i + batch_size)
-        x, loss, mp, lh, mh, ran = _attack_one_batch(f, targets[sl], x0_all[sl], starts[sl], steps=steps,
-                                                     stride=stride, **kw)
+        x, loss, mp, lh, mh, ran, nonfinite = _attack_one_batch(f, targets[sl], x0_all[sl], starts[sl],
+                                                                steps=steps, stride=stride, **kw)
         xs.append(x)
         losses.append(loss)
         mapes.append(mp)
+        bad.append(nonfinite)
         loss_hist[:, sl], mape_hist[:, sl] = lh, mh
         steps_run = max(steps_run, ran)
     iterations = torch.arange(0, n_records * stride, stride)
     return AttackResult(x=torch.cat(xs), loss=torch.cat(losses), mape=torch.cat(mapes), loss_history=loss_hist,
-                        mape_history=mape_hist, iterations=iterations, steps_run=steps_run, z_target=targets)
+                        mape_history=mape_hist, iterations=iterations, steps_run=steps_run, z_target=targets,
+                        nonfinite_steps=torch.cat(bad))
 
 
 class AdamaxStep:
@@ -339,12 +430,14 @@ def _sample_norms(t: Tensor) -> Tensor:
 
 def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update, schedule, keep_best, tol,
                       check_every, stride, dev, channels_last=False):
-    """The inner loop of Algorithm 1 for one batch; returns CPU tensors.
+    """The inner loop of Algorithm 1 for one batch; returns CPU tensors (x, loss, MAPE, loss and MAPE histories,
+    iterations run, non-finite-gradient count per sample).
 
     Every iteration is one forward and one backward to the input, plus a handful of in-place element-wise
-    operations on preallocated buffers (normalise, Adamax, project, clamp) and no host-device copy; the MAPE is
-    computed only on iterations that record or check it. Image-sized selections (``torch.where``) are made only
-    on check iterations (``tol``) and, with ``keep_best``, on every iteration."""
+    operations on preallocated buffers (finiteness check, normalise, Adamax, project, clamp, keep the iterate of
+    samples whose gradient was non-finite) and no host-device copy; the MAPE is computed only on iterations that
+    record or check it. Other image-sized selections (``torch.where``) are made only on check iterations
+    (``tol``) and, with ``keep_best``, on every iteration."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
     x0 = x0.to(dev, torch.float32).contiguous(memory_format=layout)
     x = start.to(dev, torch.float32).contiguous(memory_format=layout).clone()  # the iterate, updated in place
@@ -356,6 +449,7 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
     best_x, best_loss = x.clone(), torch.full((x.shape[0],), float("inf"), device=dev)
     done = torch.zeros(x.shape[0], dtype=torch.bool, device=dev)  # samples whose MAPE reached tol
     done_x, done_mape, done_loss = x.clone(), torch.zeros_like(best_loss), torch.zeros_like(best_loss)
+    nonfinite = torch.zeros(x.shape[0], dtype=torch.int64, device=dev)  # per sample: skipped iterations
     ran = 0
     for t in range(steps):
         leaf = x.detach().requires_grad_(True)  # shares x's storage: no copy
@@ -386,13 +480,15 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
                 ran = t
                 break
             lr = alpha * schedule_factor(schedule, t, steps)
+            finite = _zero_nonfinite_rows(grad, nonfinite)
             h = normalise_gradient(grad, norm, in_place=True)
             if adamax is not None:
                 adamax(h, lr)
             else:
                 delta.sub_(h.mul_(lr))
             project(delta, eps, norm)
-            x.copy_(x0).add_(delta).clamp_(0, 1)
+            # x ← clamp(x0 + δ, 0, 1) where the gradient was finite; the other samples keep their iterate
+            torch.where(finite, delta.add_(x0).clamp_(0, 1), x, out=x)
             delta.copy_(x).sub_(x0)
     with torch.no_grad():
         x = torch.where(_per_image(done, x), done_x, x)
@@ -403,7 +499,18 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
             z = _as_rows(f(x))
             final_loss = (z - z_target).pow(2).flatten(1).sum(1)
         final_mape = _mape(z, z_target)
-    return (x.contiguous().cpu(), final_loss.cpu(), final_mape.cpu(), loss_hist.cpu(), mape_hist.cpu(), ran)
+    return (x.contiguous().cpu(), final_loss.cpu(), final_mape.cpu(), loss_hist.cpu(), mape_hist.cpu(), ran,
+            nonfinite.cpu())
+
+
+def _zero_nonfinite_rows(grad: Tensor, count: Tensor) -> Tensor:
+    """Zero, in place, the gradient of every sample holding a NaN or ±inf, add 1 to its ``count`` and return
+    the per-sample "finite" mask shaped to broadcast over images. Element-wise operations and one reduction per
+    sample on the device: no host copy, and finite rows are left bit for bit as they were."""
+    finite = _per_image(torch.isfinite(grad).all(dim=tuple(range(1, grad.dim()))), grad)
+    grad.masked_fill_(~finite, 0.0)
+    count.add_(~finite.view(-1))
+    return finite
 
 
 def _per_image(mask: Tensor, x: Tensor) -> Tensor:

@@ -18,19 +18,24 @@ large L2 ball. This module gives the seeds' threat models with the settings of t
 All of them are built on :func:`pgd_linf`, which is batched, deterministic for a given seed, and puts the module
 behind the objective in eval mode with frozen parameters for the attack (restored afterwards, as
 :func:`oodlib.attack.ood.frozen` does for Algorithm 1).
+
+Non-finite gradients follow Algorithm 1's policy (:func:`oodlib.attack.ood_attack`): a sample whose input
+gradient holds NaN or ±inf gets a zero step in that iteration, the count per sample is kept
+(:attr:`PGDResult.nonfinite_steps`) and one :class:`~oodlib.attack.ood.NonFiniteGradientWarning` names the samples
+after the attack; a returned image is never non-finite.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from .. import _checks
 from ..models import resolve_device
-from .ood import frozen, owning_module
+from .ood import _warn_nonfinite, _zero_nonfinite_rows, frozen, owning_module
 
 Objective = Callable[[Tensor], Tensor]
 """A differentiable map from images (N, C, H, W) to one value per image (N,)."""
@@ -50,6 +55,8 @@ class PGDResult:
     objective : the objective of the returned images, shape (N,).
     objective_start : the objective of the unperturbed inputs, shape (N,).
     history : (steps + 1, N) objective of the iterates (row 0: after the random start).
+    nonfinite_steps : (N,) int64, per sample, the steps skipped (zero step) because its input gradient held NaN
+        or ±inf; all zero in a healthy run.
     params : the settings of the run.
     """
 
@@ -57,10 +64,16 @@ class PGDResult:
     objective: Tensor
     objective_start: Tensor
     history: Tensor
+    nonfinite_steps: Tensor
     params: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def nonfinite_gradient(self) -> Tensor:
+        """(N,) bool: the samples that had a non-finite input gradient in at least one step."""
+        return self.nonfinite_steps > 0
 
 
 def quantise_perturbation(delta: Tensor, levels: int = PIXEL_LEVELS) -> Tensor:
@@ -82,18 +95,12 @@ class EnergyObjective(torch.nn.Module):
         return torch.logsumexp(self.model(x), dim=1)
 
 
-def _check(x: Tensor, eps: float, steps: int, step_size: float, batch_size: int) -> None:
+def _check_images(x: Tensor, name: str = "x") -> None:
+    _checks.nonempty(x, name)
     if x.dim() != 4:
-        raise ValueError(f"x must be an NCHW image batch, got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must be an NCHW image batch, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise ValueError("x must hold finite values in [0, 1]")
-    for name, value in (("eps", eps), ("step_size", step_size)):
-        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    for name, value in (("steps", steps), ("batch_size", batch_size)):
-        if not (isinstance(value, int) and value >= (0 if name == "steps" else 1)):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'steps' else 'positive'} integer, "
-                             f"got {value!r}")
+        raise ValueError(f"{name} must hold finite values in [0, 1]")
 
 
 def _module_and_device(f: Objective, device: str | torch.device) -> tuple[torch.nn.Module | None, torch.device]:
@@ -130,38 +137,61 @@ def pgd_linf(f: Objective, x: Tensor, *, eps: float, steps: int, step_size: floa
     device : ``"auto"`` → the module's device if ``f`` has one, else CUDA when available, else CPU.
     seed : seeds the random start.
 
+    Numbers may be Python or NumPy scalars or 0-d tensors. A sample whose input gradient is NaN or ±inf in a
+    step gets a zero step there (see the module's docstring): counted in ``nonfinite_steps``, named in one
+    warning after the attack.
+
     Returns
     -------
     PGDResult
+
+    Raises
+    ------
+    ValueError
+        ``x`` empty (zero images), not NCHW or outside [0, 1]; ``eps`` / ``step_size`` not positive or not finite;
+        ``steps`` negative; ``batch_size`` not positive; ``f`` not returning one value per image.
+    TypeError
+        A boolean, a non-number, or a float where an integer is expected.
     """
-    _check(x, eps, steps, step_size, batch_size)
+    _check_images(x)
+    eps = _checks.number(eps, "eps", positive=True)
+    step_size = _checks.number(step_size, "step_size", positive=True)
+    steps = _checks.integer(steps, "steps", minimum=0)
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
+    seed = _checks.integer(seed, "seed")
     module, dev = _module_and_device(f, device)
     sign = 1.0 if maximize else -1.0
     gen = torch.Generator().manual_seed(seed)
     noise = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps if random_start else torch.zeros(x.shape)
     if quantise:
         noise = quantise_perturbation(noise).clamp(-eps, eps)
-    outs: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+    outs: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]] = []
     with frozen(module):
         for i in range(0, x.shape[0], batch_size):
             outs.append(_pgd_batch(f, x[i:i + batch_size], noise[i:i + batch_size], eps=eps, steps=steps,
                                    step_size=step_size, sign=sign, quantise=quantise, keep_best=keep_best,
                                    dev=dev))
-    x_adv, objective, start, history = zip(*outs)
+    x_adv, objective, start, history, nonfinite = zip(*outs)
     params = dict(eps=eps, steps=steps, step_size=step_size, maximize=maximize, random_start=random_start,
                   quantise=quantise, keep_best=keep_best, seed=seed)
+    counts = torch.cat(nonfinite)
+    _warn_nonfinite(counts, 0)
     return PGDResult(x=torch.cat(x_adv).to(x.device), objective=torch.cat(objective),
-                     objective_start=torch.cat(start), history=torch.cat(history, dim=1), params=params)
+                     objective_start=torch.cat(start), history=torch.cat(history, dim=1),
+                     nonfinite_steps=counts, params=params)
 
 
 def _pgd_batch(f: Objective, x0: Tensor, noise: Tensor, *, eps: float, steps: int, step_size: float, sign: float,
-               quantise: bool, keep_best: bool, dev: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The PGD loop on one batch; returns CPU tensors (x, objective, objective at x0, history)."""
+               quantise: bool, keep_best: bool, dev: torch.device
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The PGD loop on one batch; returns CPU tensors (x, objective, objective at x0, history, count of skipped
+    steps per sample)."""
     x0 = x0.to(dev, torch.float32)
     start = f(x0).detach()  # with autograd on: a score may differentiate internally (ODIN's preprocessing)
     x = (x0 + noise.to(dev)).clamp(0, 1)
     history = []
-    best_x, best_value = x.clone(), torch.full((x.shape[0],), -math.inf, device=dev)
+    best_x, best_value = x.clone(), torch.full((x.shape[0],), -float("inf"), device=dev)
+    nonfinite = torch.zeros(x.shape[0], dtype=torch.int64, device=dev)
     for _ in range(steps + 1):
         x.requires_grad_(True)
         value = f(x)
@@ -178,13 +208,14 @@ def _pgd_batch(f: Objective, x0: Tensor, noise: Tensor, *, eps: float, steps: in
             best_x[improved] = x[improved]
             if len(history) > steps:
                 break
+            finite = _zero_nonfinite_rows(grad, nonfinite)
             delta = (x + sign * step_size * grad.sign() - x0).clamp(-eps, eps)
             if quantise:
                 delta = quantise_perturbation(delta).clamp(-eps, eps)
-            x = (x0 + delta).clamp(0, 1)
+            x = torch.where(finite, (x0 + delta).clamp(0, 1), x)  # a zero step where the gradient was not finite
     final_x = best_x if keep_best else x
     final_value = sign * best_value if keep_best else history[-1]
-    return final_x.cpu(), final_value.cpu(), start.cpu(), torch.stack(history).cpu()
+    return final_x.cpu(), final_value.cpu(), start.cpu(), torch.stack(history).cpu(), nonfinite.cpu()
 
 
 def fgsm(f: Objective, x: Tensor, *, eps: float, maximize: bool = True, clamp: bool = True,
@@ -194,17 +225,29 @@ def fgsm(f: Objective, x: Tensor, *, eps: float, maximize: bool = True, clamp: b
     With ``f = EnergyObjective(model)`` and ``maximize=True`` this is AOE's augmentation / threat
     ``x̂ = x − ε·sign(∇ₓ E(x))`` (Botschen et al., "Adversarial Outlier Exposure"). ``clamp`` keeps the result in
     [0, 1]; AOE's training code does not clamp (``clamp=False``).
+
+    ``x`` : images (N, C, H, W) in [0, 1], N ≥ 1; ``eps`` a positive finite number (Python, NumPy or 0-d
+    tensor). A sample whose input gradient holds NaN or ±inf is returned unchanged (a zero step), and one
+    :class:`~oodlib.attack.ood.NonFiniteGradientWarning` names it. Raises ``ValueError`` / ``TypeError`` as
+    :func:`pgd_linf`.
     """
-    _check(x, eps, 1, eps, batch_size)
+    _check_images(x)
+    eps = _checks.number(eps, "eps", positive=True)
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     module, dev = _module_and_device(f, device)
     sign = 1.0 if maximize else -1.0
-    parts = []
+    parts, counts = [], []
     with frozen(module):
         for i in range(0, x.shape[0], batch_size):
             xb = x[i:i + batch_size].to(dev, torch.float32).requires_grad_(True)
             (grad,) = torch.autograd.grad(f(xb).sum(), xb)
+            count = torch.zeros(xb.shape[0], dtype=torch.int64, device=dev)
+            finite = _zero_nonfinite_rows(grad, count)
             out = xb.detach() + sign * eps * grad.sign()
-            parts.append((out.clamp(0, 1) if clamp else out).cpu())
+            out = torch.where(finite, out.clamp(0, 1) if clamp else out, xb.detach())
+            parts.append(out.cpu())
+            counts.append(count.cpu())
+    _warn_nonfinite(torch.cat(counts), 0)
     return torch.cat(parts).to(x.device)
 
 
@@ -213,6 +256,7 @@ def atom_threat(f: Objective, x_ood: Tensor, *, eps: float = ATOM_EPS, steps: in
     """ATOM's evaluation threat (Chen et al., *ATOM: Robustifying Out-of-Distribution Detection Using Outlier
     Mining*, ECML-PKDD 2021): L∞ PGD on the OOD inputs raising the detector's in-score ``f``, ε = 8/255, 40 steps
     of 1/255, random start, perturbation rounded to whole 8-bit levels."""
+    _check_images(x_ood, "x_ood")
     return pgd_linf(f, x_ood, eps=eps, steps=steps, step_size=step_size, maximize=True, random_start=True,
                     quantise=True, batch_size=batch_size, seed=seed)
 
@@ -224,6 +268,10 @@ def aloe_threat(f: Objective, x_in: Tensor, x_ood: Tensor, *, eps: float = ALOE_
     arXiv 2003.09711): L∞ PGD with ε = 1/255 and 10 steps on **both** sides — the in-distribution inputs are
     pushed to lose in-score, the OOD inputs to gain it. Our sources do not give the step size; the default is
     2.5·ε/steps (Madry et al. 2018). Returns (attacked in-distribution, attacked OOD)."""
+    _check_images(x_in, "x_in")
+    _check_images(x_ood, "x_ood")
+    eps = _checks.number(eps, "eps", positive=True)
+    steps = _checks.integer(steps, "steps", minimum=0 if step_size is not None else 1)
     alpha = 2.5 * eps / steps if step_size is None else step_size
     attacked_in = pgd_linf(f, x_in, eps=eps, steps=steps, step_size=alpha, maximize=False, random_start=True,
                            batch_size=batch_size, seed=seed)
@@ -236,4 +284,5 @@ def aoe_threat(model: torch.nn.Module, x_ood: Tensor, *, eps: float, batch_size:
     """AOE's threat (Botschen, Kirchheim, Ortmeier, *Out-of-Distribution Detection with Adversarial Outlier
     Exposure*, CVPR 2025 workshop): one FGSM step lowering the energy of the OOD inputs under ``model``,
     kept in [0, 1]."""
+    _check_images(x_ood, "x_ood")
     return fgsm(EnergyObjective(model), x_ood, eps=eps, maximize=True, batch_size=batch_size)

@@ -28,6 +28,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .base import Detector, register_detector
 
 _DOUBLE = torch.float64
@@ -169,10 +170,12 @@ class CCU(Detector):
     def __init__(self, model: nn.Module, n_components: int = 100, lam: float = 1.0, sv_floor: float = 1e6,
                  em_iterations: int = 50, n_outliers: int = 4000, seed: int = 0) -> None:
         super().__init__(model)
-        if lam <= 0:
-            raise ValueError(f"lam must be positive, got {lam}")
-        self.n_components, self.lam, self.sv_floor = n_components, lam, sv_floor
-        self.em_iterations, self.n_outliers, self.seed = em_iterations, n_outliers, seed
+        self.n_components = _checks.integer(n_components, "n_components", minimum=1)
+        self.lam = _checks.number(lam, "lam", positive=True)
+        self.sv_floor = _checks.number(sv_floor, "sv_floor", minimum=1.0)
+        self.em_iterations = _checks.integer(em_iterations, "em_iterations", minimum=1)
+        self.n_outliers = _checks.integer(n_outliers, "n_outliers", minimum=1)
+        self.seed = _checks.integer(seed, "seed")
         self.metric: PCAMetric | None = None
         self.gmm_in: SphericalGMM | None = None
         self.gmm_out: SphericalGMM | None = None
@@ -241,6 +244,9 @@ def nearest_neighbour_distance(x: Tensor, data: Tensor, batch_size: int = 256) -
     attack cannot bring an image into the in-distribution mixture's support with a budget ε much smaller than
     this distance (Section 4).
     """
+    _checks.nonempty(x, "x")
+    _checks.nonempty(data, "data")
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     flat_data = data.flatten(1).to(_DOUBLE)
     return torch.cat([torch.cdist(x[i:i + batch_size].flatten(1).to(_DOUBLE), flat_data).amin(1)
                       for i in range(0, len(x), batch_size)]).to(x.dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .base import Detector, register_detector
 
 
@@ -31,9 +32,7 @@ class Energy(Detector):
 
     def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
         super().__init__(model)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = float(_checks.number(temperature, "temperature", positive=True))
         self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def score(self, x: Tensor) -> Tensor:

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .. import data, metrics
+from .. import _checks, data, metrics
 from ..attack import AttackResult, ood_attack
 from ..flows import Glow
 from .base import Detector, register_detector
@@ -150,7 +150,9 @@ class ScoreAttack:
 
 @torch.no_grad()
 def ood_scores(detector: GlowNLL, x: Tensor, batch_size: int = 256) -> Tensor:
-    """The detector's OOD score of many images (no graph), on the CPU."""
+    """The detector's OOD score of many images (N ≥ 1; no graph), on the CPU."""
+    _checks.nonempty(x, "x")
+    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     device = next(detector.model.parameters()).device
     return torch.cat([detector.ood_score(x[i:i + batch_size].to(device)).cpu()
                       for i in range(0, len(x), batch_size)])
@@ -164,6 +166,7 @@ def attack_from_starts(detector: GlowNLL, x_in: Tensor, starts: list[str], *, ep
     The start images are built at ``x_in``'s size and channels (a colour spiral becomes grey on a grey flow);
     all starts are attacked in one batch. ``attack_options`` go to :func:`~oodlib.attack.ood_attack`.
     """
+    _checks.nonempty(x_in, "x_in")
     n, size, channels = len(x_in), x_in.shape[-1], x_in.shape[1]
     x_start = torch.cat([data.start_batch(s, n, size=size, channels=channels, seed=seed) for s in starts])
     target = ood_scores(detector, x_in).repeat(len(starts))
@@ -213,4 +216,4 @@ def _rows(result: AttackResult, rows: slice) -> AttackResult:
     return AttackResult(x=result.x[rows], loss=result.loss[rows], mape=result.mape[rows],
                         loss_history=result.loss_history[:, rows], mape_history=result.mape_history[:, rows],
                         iterations=result.iterations, steps_run=result.steps_run, z_target=result.z_target[rows],
-                        params=result.params)
+                        nonfinite_steps=result.nonfinite_steps[rows], params=result.params)

@@ -29,6 +29,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from .base import Detector, register_detector
 
 
@@ -90,22 +91,16 @@ class Mahalanobis(Detector):
     def __init__(self, model: nn.Module, magnitude: float = 0.0, layers: Sequence[int] | None = None,
                  ridge: float = 1e-6) -> None:
         super().__init__(model)
-        if not magnitude >= 0:
-            raise ValueError(f"magnitude must be non-negative, got {magnitude!r}")
-        if not ridge >= 0:
-            raise ValueError(f"ridge must be non-negative, got {ridge!r}")
-        self.magnitude = float(magnitude)
+        self.magnitude = float(_checks.number(magnitude, "magnitude", nonnegative=True))
         self.layers = None if layers is None else tuple(int(i) for i in layers)
-        self.ridge = float(ridge)
+        self.ridge = float(_checks.number(ridge, "ridge", nonnegative=True))
         self.n_layers = 0
         self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def with_magnitude(self, magnitude: float) -> "Mahalanobis":
         """A copy sharing the fitted means and precisions, with another preprocessing magnitude (PM)."""
-        if not magnitude >= 0:
-            raise ValueError(f"magnitude must be non-negative, got {magnitude!r}")
         other = copy.copy(self)
-        other.magnitude = float(magnitude)
+        other.magnitude = float(_checks.number(magnitude, "magnitude", nonnegative=True))
         return other
 
     # ----------------------------------------------------------------------------------------------- features
@@ -128,6 +123,7 @@ class Mahalanobis(Detector):
         """Class means and tied precision per layer from training images ``x`` with their true labels ``y``."""
         if x is None or y is None:
             raise ValueError("Mahalanobis.fit needs training images x and their labels y")
+        batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()

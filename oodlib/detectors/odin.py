@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _checks
 from .base import Detector, register_detector
 
 
@@ -51,12 +52,8 @@ class ODIN(Detector):
 
     def __init__(self, model: nn.Module, temperature: float = 1000.0, magnitude: float = 0.0014) -> None:
         super().__init__(model)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
-        if not magnitude >= 0:
-            raise ValueError(f"magnitude must be non-negative, got {magnitude!r}")
-        self.temperature = float(temperature)
-        self.magnitude = float(magnitude)
+        self.temperature = float(_checks.number(temperature, "temperature", positive=True))
+        self.magnitude = float(_checks.number(magnitude, "magnitude", nonnegative=True))
         self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def step_direction(self, x: Tensor) -> Tensor:

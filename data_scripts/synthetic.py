@@ -264,11 +264,21 @@ def write_manifest(folder: pathlib.Path) -> None:
     (folder / MANIFEST).write_text("".join(f"{md5_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in files))
 
 
+def refuse_real_data(folder: pathlib.Path) -> None:
+    """Raise ``SystemExit`` unless ``folder`` is absent, empty or an earlier stand-in (it holds the manifest):
+    the writer replaces a folder, and it must never replace real data (a manual OCT or ImageNet download)."""
+    if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
+        raise SystemExit(f"refusing to write stand-ins into {folder}: it holds files that are not stand-ins "
+                         f"(no {MANIFEST}); choose an empty --root")
+
+
 def write_dataset(name: str, root: pathlib.Path, per_class: int = 2) -> pathlib.Path:
-    """Write the stand-in of real dataset ``name`` to ``root / name`` (replacing it) with its manifest."""
+    """Write the stand-in of real dataset ``name`` to ``root / name`` (replacing an earlier stand-in, never real
+    data: :func:`refuse_real_data`) with its manifest."""
     import shutil
 
     folder = root / name
+    refuse_real_data(folder)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -282,8 +292,14 @@ def write_weights(arch: str, root: pathlib.Path, seed: int = 0) -> pathlib.Path:
     import torch
     import torchvision.models as tvm
 
+    folder = root / "weights"
+    target = folder / f"{arch}.pth"
+    if target.exists() and not target.with_name(target.name + ".standin").is_file():
+        raise SystemExit(f"refusing to overwrite {target}: it is not a stand-in; choose an empty --root")
     torch.manual_seed(seed)
-    return fetch_weights.save_state(getattr(tvm, arch)(weights=None).state_dict(), arch, root / "weights")
+    path = fetch_weights.save_state(getattr(tvm, arch)(weights=None).state_dict(), arch, folder)
+    path.with_name(path.name + ".standin").write_text("random weights written by data_scripts/synthetic.py\n")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_class < 1:
         parser.error("--per-class must be >= 1")
     root = args.root.expanduser().resolve()
+    if root == (REPO / "data").resolve():
+        parser.error(f"--root {root} is the repository's real data folder; choose an empty folder")
     for name in names:
         if name == "weights":
             for arch in data.PRETRAINED_ARCHS:

@@ -383,10 +383,22 @@ _REAL: dict[str, _RealSpec] = {
 every split name, labelled in ImageNet's 1000-class space (:func:`_imagenet_label_space`)."""
 
 
+def refuse_unpermitted_standin(what: str, marker: pathlib.Path, command: str) -> None:
+    """Raise :class:`MissingDatasetError` when ``marker`` (a stand-in manifest written by
+    ``data_scripts/synthetic.py``) exists and ``$OODLIB_STANDINS`` is not ``1``: synthetic stand-ins are never read
+    as real data by accident, whatever the file format's own checks would let through."""
+    if marker.is_file() and os.environ.get(STANDIN_ENV) != "1":
+        raise MissingDatasetError(what, marker.parent, command,
+                                  detail=f"{marker.parent} holds synthetic stand-ins (data_scripts/synthetic.py), "
+                                         f"read only with ${STANDIN_ENV}=1 (the paper-profile dry run)")
+
+
 def _open_real(name: str, split: str, folder: pathlib.Path) -> Any:
-    """The torchvision dataset object, or :class:`MissingDatasetError` when its files are absent."""
+    """The torchvision dataset object, or :class:`MissingDatasetError` when its files are absent (or are
+    synthetic stand-ins read without ``$OODLIB_STANDINS=1``)."""
     if not folder.is_dir() or not any(folder.iterdir()):
         raise MissingDatasetError(name, folder, fetch_command(name, folder))
+    refuse_unpermitted_standin(name, folder / STANDIN_MANIFEST, fetch_command(name, folder))
     try:
         return _REAL[name].opener(folder, split)
     except (RuntimeError, OSError, ValueError, AssertionError, EOFError) as err:  # torchvision's ways to fail
@@ -769,13 +781,16 @@ def pretrained_weights_path(arch: str, *, verify: bool = True) -> pathlib.Path:
     ValueError
         ``arch`` is not in :data:`PRETRAINED_ARCHS`.
     MissingDatasetError
-        The weights file is absent (or does not match its recorded sha256).
+        The weights file is absent, does not match its recorded sha256, or is a random-weight stand-in
+        (``<file>.standin`` beside it, written by ``data_scripts/synthetic.py``) read without
+        ``$OODLIB_STANDINS=1``.
     """
     _check_choice(arch, PRETRAINED_ARCHS, "pretrained architecture")
     path = weights_dir() / f"{arch}.pth"
     command = f"python data_scripts/fetch_weights.py {arch}"
     if not path.is_file():
         raise MissingDatasetError(f"{arch} weights", path.parent, command)
+    refuse_unpermitted_standin(f"{arch} weights", path.with_name(path.name + ".standin"), command)
     sidecar = path.with_name(path.name + ".sha256")
     if verify and sidecar.is_file() and sidecar.read_text().split()[0] != sha256_file(path):
         raise MissingDatasetError(f"{arch} weights", path.parent, command, detail=f"sha256 mismatch for {path}")

@@ -78,7 +78,7 @@ def test_class_means_differ_so_a_classifier_can_learn(standins, monkeypatch):
     assert float((means[0] - means[1]).abs().mean()) > 0.05
 
 
-@pytest.mark.parametrize("name", MD5_CHECKED)
+@pytest.mark.parametrize("name", data.REAL_DATASETS)
 def test_standins_are_refused_without_the_switch(standins, monkeypatch, name):
     monkeypatch.setenv(data.DATA_DIR_ENV, str(standins))
     monkeypatch.delenv(data.STANDIN_ENV, raising=False)
@@ -118,7 +118,11 @@ def test_random_weights_are_verified_like_fetched_ones(tmp_path, monkeypatch):
     import torchvision.models as tvm
 
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    monkeypatch.delenv(data.STANDIN_ENV, raising=False)
     synthetic.write_weights("resnet18", tmp_path)
+    with pytest.raises(data.MissingDatasetError, match=data.STANDIN_ENV):  # random weights are never taken as real
+        data.pretrained_weights_path("resnet18")
+    monkeypatch.setenv(data.STANDIN_ENV, "1")
     path = data.pretrained_weights_path("resnet18")
     assert path.with_name("resnet18.pth.sha256").read_text().split()[0] == data.sha256_file(path)
     tvm.resnet18(weights=None).load_state_dict(torch.load(path, weights_only=True))
@@ -137,6 +141,25 @@ def test_idx_files_match_the_mnist_format(tmp_path):
     assert read_label_file(str(tmp_path / "l")).tolist() == [3, 7]
 
 
+def test_the_writer_never_replaces_real_data(tmp_path):
+    download = tmp_path / "oct" / "manual" / "MY_DOWNLOAD.jpeg"
+    download.parent.mkdir(parents=True)
+    download.write_bytes(b"x")
+    with pytest.raises(SystemExit, match="not stand-ins"):
+        synthetic.main(["--root", str(tmp_path), "oct"])
+    assert download.read_bytes() == b"x"
+    real_weights = tmp_path / "weights" / "resnet18.pth"
+    real_weights.parent.mkdir()
+    real_weights.write_bytes(b"fetched")
+    with pytest.raises(SystemExit, match="not a stand-in"):
+        synthetic.write_weights("resnet18", tmp_path)
+    assert real_weights.read_bytes() == b"fetched"
+    with pytest.raises(SystemExit):
+        synthetic.main(["--root", str(synthetic.REPO / "data"), "mnist"])
+    synthetic.main(["--root", str(tmp_path), "mnist"])  # an earlier stand-in is replaced
+    synthetic.main(["--root", str(tmp_path), "mnist"])
+
+
 def test_cli_refuses_unknown_names(tmp_path):
     with pytest.raises(SystemExit):
         synthetic.main(["--root", str(tmp_path), "imagenet"])
@@ -146,6 +169,7 @@ def test_imagenet_val_is_labelled_in_imagenet_class_space(standins, monkeypatch,
     import shutil
 
     monkeypatch.setenv(data.DATA_DIR_ENV, str(standins))
+    monkeypatch.setenv(data.STANDIN_ENV, "1")
     images = data.load_dataset("imagenet_val", "val")
     assert sorted(set(images.y.tolist())) == [0, 250, 500, 750]  # the indices classes.tsv gives, not 0..3
     assert images.classes[250] == "synthetic class 1" and images.classes[1] == "imagenet class 1"

@@ -30,7 +30,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
-seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+seed: int = 0  # in [0, 4294967295]; seed of data subsets, training and attack starts
 device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
 steps: int = 300  # > 0; attack iterations N
 n_examples: int = 3  # > 0; examples shown in the figures

@@ -36,7 +36,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
-seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+seed: int = 0  # in [0, 4294967295]; seed of data subsets, training and attack starts
 device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
 dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
 second_dataset: str = "digits"  # one of datasets; dataset of the second classifier

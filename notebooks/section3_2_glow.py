@@ -31,7 +31,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
-seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+seed: int = 0  # in [0, 4294967295]; seed of data subsets, training and attack starts
 device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
 dataset: str = "lfw"  # one of datasets; in-distribution dataset
 image_size: int = 24  # > 0; side of the square images of the flow (divisible by 2 ** flow_levels)

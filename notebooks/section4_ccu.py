@@ -58,7 +58,7 @@
 
 # %% tags=["parameters"]
 profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
-seed: int = 0  # at least 0; seed of data subsets, training and attack starts
+seed: int = 0  # in [0, 4294967295]; seed of data subsets, training and attack starts
 device: str = "auto"  # one of devices; torch device; auto takes CUDA when available
 dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
 arch: str = "small_cnn"  # one of archs; classifier architecture
@@ -67,7 +67,7 @@ n_components: int = 100  # > 0; mixture components of CCU's density models
 em_iterations: int = 50  # > 0; EM iterations of the mixtures
 sv_floor: float = 1000000.0  # > 0; floor of the mixture covariances' singular values
 lam: float = 1.0  # at least 0; weight λ of CCU's outlier loss
-n_outliers: int = 2000  # > 0; auxiliary outlier images of CCU's training
+n_outliers: int = 2000  # at least n_components; auxiliary outlier images of CCU's training
 n_ood: int = 1000  # > 0; natural OOD images scored
 n_samples: int = 128  # > 0; in-distribution test images attacked
 start: str = "noise"  # one of start images; start image x'_out of the attack

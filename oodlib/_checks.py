@@ -57,14 +57,24 @@ def _scalar(value: Any, name: str) -> int | float:
     raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
 
 
+#: The largest float32: a number beyond it overflows to inf inside a float32 computation (the attack's step).
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+#: The largest seed: NumPy's legacy range, and ``seed * 1_000_003 + sample`` stays inside torch's 64-bit seeds.
+SEED_MAX = 2**32 - 1
+
+
 def number(value: Any, name: str, *, positive: bool = False, nonnegative: bool = False,
            minimum: float | None = None, maximum: float | None = None) -> float:
     """``value`` checked and returned as a Python ``float`` (or ``int``, if it is an integer).
 
     Accepts Python ints/floats, NumPy scalars and 0-d tensors. Raises ``TypeError`` naming ``name`` for a
-    boolean or a non-number, ``ValueError`` for NaN/±inf, a non-positive value (``positive``), a negative one
-    (``nonnegative``) or one outside [``minimum``, ``maximum``]."""
+    boolean or a non-number, ``ValueError`` for NaN/±inf, a magnitude beyond float32's range
+    (:data:`FLOAT32_MAX`: it would overflow inside the attacks' float32 arithmetic), a non-positive value
+    (``positive``), a negative one (``nonnegative``) or one outside [``minimum``, ``maximum``]."""
     v = _scalar(value, name)  # an int stays an int (``eps=10`` is passed on as given)
+    if (isinstance(v, int) or math.isfinite(v)) and abs(v) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be at most {FLOAT32_MAX:.4g} in magnitude (the attacks compute in float32, "
+                         f"where it would overflow to inf), got {v!r}")
     if not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {v!r}")
     if positive and not v > 0:
@@ -78,7 +88,7 @@ def number(value: Any, name: str, *, positive: bool = False, nonnegative: bool =
     return v
 
 
-def integer(value: Any, name: str, *, minimum: int | None = None) -> int:
+def integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """``value`` checked and returned as a Python ``int``.
 
     Accepts Python ints, NumPy integer scalars and 0-d integer tensors. Raises ``TypeError`` naming ``name``
@@ -90,6 +100,8 @@ def integer(value: Any, name: str, *, minimum: int | None = None) -> int:
     if minimum is not None and v < minimum:
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer ≥ {minimum}")
         raise ValueError(f"{name} must be {kind}, got {v!r}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {v!r}")
     return v
 
 

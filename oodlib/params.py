@@ -13,7 +13,8 @@ DESCRIPTION``; the constraint is one or more clauses joined by `` and `` (no ``=
 skips such lines):
 
 - ``any`` — only the type is checked;
-- ``> x``, ``< x``, ``at least x``, ``at most x``, ``in [a, b]`` (brackets ``(`` ``)`` for open ends, ``inf``);
+- ``> x``, ``< x``, ``at least x``, ``at most x``, ``in [a, b]`` (brackets ``(`` ``)`` for open ends, ``inf``); the
+  bound of the first four may be another parameter's name (``at least n_components``);
 - ``one of REGISTRY`` — a name from a registry: datasets, archs, detectors, start images, recipes, leaderboard
   rows, schedules, devices, profiles; ``one of {a, b}`` — a literal choice;
 - ``in NAME`` — a value of the list parameter NAME;
@@ -72,6 +73,25 @@ YamlLoader.add_implicit_resolver(
                   |[-+]?\.(?:inf|Inf|INF)
                   |\.(?:nan|NaN|NAN))$""", re.X),
     list("-+0123456789."))
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in YamlLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+
+
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    """YAML 1.2 core integers: decimal (``010`` is ten, not octal eight), ``0o`` octal, ``0x`` hexadecimal; no
+    YAML 1.1 base-60 (``1:30`` stays a string)."""
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+YamlLoader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
 
 
 def load_yaml(text: str) -> Any:
@@ -163,6 +183,13 @@ def _clause(text: str, where: str) -> tuple[str, Check]:
         return "element", lambda v, values: None
     if text == "nonempty":
         return "list", lambda v, values: None if len(v) else "must have at least one value"
+    m = re.fullmatch(r"(>|<|at least|at most)\s+([A-Za-z_]\w*)", text)
+    if m:  # a bound given by another parameter: `at least n_components`
+        op, other = m.group(1), m.group(2)
+        compare = {">": lambda v, b: v > b, "<": lambda v, b: v < b, "at least": lambda v, b: v >= b,
+                   "at most": lambda v, b: v <= b}[op]
+        return "element", lambda v, values: None if compare(v, values[other]) else (
+            f"must be {text} ({other} = {values[other]!r})")
     m = re.fullmatch(r"(>|<|at least|at most)\s+(\S+)", text)
     if m:
         op, bound = m.group(1), float(m.group(2))
@@ -226,6 +253,9 @@ def _declaration(name: str, type_name: str, help_text: str, default: Any, where:
 
 def parameters_cell(notebook: str | Path) -> str:
     """The source of a notebook's cell tagged ``parameters``."""
+    if Path(notebook).suffix != ".py":
+        raise ParameterError(f"{notebook} is not a chapter: chapters are the py:percent notebooks "
+                             f"notebooks/<name>.py (profiles are chosen with --profile, not passed as the notebook)")
     nb = jupytext.read(Path(notebook))
     cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if not cells:
@@ -280,6 +310,8 @@ def _coerce_element(v: Any, element_type: str, declared: str) -> tuple[Any, str 
     if element_type in ("int", "float"):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return v, f"must be a number (declared {declared}), got {type(v).__name__}"
+        if isinstance(v, int) and abs(v) > 2**63 - 1:
+            return v, "must be at most 2**63 - 1 in magnitude"
         if not math.isfinite(v):
             return v, "must be a finite number"
         if element_type == "float":
@@ -355,7 +387,30 @@ def check_chapter(chapter: str, namespace: dict[str, Any]) -> None:
     path = Path.cwd() / f"{chapter}.py"
     path = path if path.exists() else REPO_ROOT / "notebooks" / f"{chapter}.py"
     schema = chapter_schema(path)
-    namespace.update(validate(path, {name: namespace[name] for name in schema}, schema))
+    bound = _names_bound_before_check(path) | set(schema) | {"In", "Out"}  # IPython's history lists
+    injected = [name for name, value in namespace.items()
+                if not name.startswith("_") and name not in bound and isinstance(value, _PLAIN_VALUES)]
+    namespace.update(validate(path, {name: namespace[name] for name in [*schema, *injected]}, schema))
+
+
+_PLAIN_VALUES = (bool, int, float, str, list, tuple, dict, type(None))  # what papermill injects
+
+
+def _names_bound_before_check(path: Path) -> set[str]:
+    """The names the chapter itself binds in the cell that calls :func:`check_chapter`, before the call (its
+    imports): any other plain value in the kernel's namespace was injected by papermill as a parameter."""
+    cell = next((c.source for c in jupytext.read(path).cells
+                 if c.cell_type == "code" and "check_chapter(" in c.source), "")
+    names: set[str] = set()
+    for node in ast.parse(cell).body:
+        if isinstance(node, ast.Expr) and "check_chapter(" in ast.unparse(node):
+            break
+        for sub in ast.walk(node):
+            if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                names |= {(alias.asname or alias.name).split(".")[0] for alias in sub.names}
+            elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                names.add(sub.id)
+    return names
 
 
 def load_profile(profile: str, params_dir: Path | None = None) -> dict[str, Any]:
@@ -389,7 +444,11 @@ def effective_parameters(notebook: str | Path, profile: str, overrides: dict[str
 def parse_override(name: str, text: str) -> tuple[str, Any]:
     """``-p NAME VALUE`` from the command line: the value is read as YAML with YAML 1.2 numbers (``5`` → int,
     ``1e-3`` → float, ``[noise, ct]`` → list)."""
-    return name, load_yaml(text)
+    try:
+        return name, load_yaml(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ParameterError(f"parameter {name!r}: cannot read {text!r} as a YAML value ({problem})") from None
 
 
 def parameter_table(notebooks: list[Path], profiles: tuple[str, ...] = ("paper", "default", "smoke"),

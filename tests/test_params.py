@@ -189,14 +189,15 @@ def test_issue_cases_are_refused_before_any_kernel_and_change_nothing(stem, args
     assert _snapshot() == before
 
 
-def test_plain_papermill_run_stops_in_the_first_code_cell_with_the_runners_message(tmp_path, capsys):
+@pytest.mark.parametrize("name, value", [("ridge", -1.0), ("ridge_typo", 1.0)])
+def test_plain_papermill_run_stops_in_the_first_code_cell_with_the_runners_message(tmp_path, capsys, name, value):
     stem = "appendix_d_mahalanobis"
     path = params.REPO_ROOT / "notebooks" / f"{stem}.py"
-    assert main(["run", str(path), "--profile", "smoke", "-p", "ridge", "-1.0"]) == 2
+    assert main(["run", str(path), "--profile", "smoke", "-p", name, str(value)]) == 2
     runner_message = capsys.readouterr().err.strip().removeprefix("error: ")
     out = tmp_path / "out.ipynb"
     with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(jupytext.read(path), str(out), parameters={"ridge": -1.0},
+        papermill.execute_notebook(jupytext.read(path), str(out), parameters={name: value},
                                    cwd=str(path.parent), kernel_name="python3", progress_bar=False)
     assert failure.value.ename == "ParameterError"
     assert failure.value.evalue == runner_message
@@ -205,3 +206,21 @@ def test_plain_papermill_run_stops_in_the_first_code_cell_with_the_runners_messa
     assert "injected-parameters" in code[1].metadata.get("tags", [])
     assert code[2].outputs[-1]["ename"] == "ParameterError"  # the first code cell after the parameters
     assert all(c.execution_count is None for c in code[3:])
+
+
+@pytest.mark.parametrize("text, expected", [("010", 10), ("0o10", 8), ("0x10", 16), ("-3", -3), ("1:30", "1:30"),
+                                            ("1e3", 1000.0), ("[1e-3, 0.01]", [0.001, 0.01])])
+def test_yaml_numbers_follow_yaml_1_2(text, expected):
+    assert params.parse_override("x", text) == ("x", expected)
+    assert type(params.parse_override("x", text)[1]) is type(expected)
+
+
+def test_unreadable_yaml_huge_integers_and_non_chapters_are_parameter_errors(capsys):
+    path = params.REPO_ROOT / "notebooks" / "section2_1_algorithm.py"
+    with pytest.raises(params.ParameterError, match="cannot read '\\[1, 2' as a YAML value"):
+        params.parse_override("eps", "[1, 2")
+    with pytest.raises(params.ParameterError, match="at most 2\\*\\*63"):
+        params.effective_parameters(path, "smoke", {"eps": 10**300})
+    assert main(["run", str(params.PARAMS_DIR / "smoke.yml"), "--profile", "smoke"]) == 2
+    assert "is not a chapter" in capsys.readouterr().err
+    assert main(["run", str(path), "--profile", "smoke", "-p", "eps", "[1, 2"]) == 2

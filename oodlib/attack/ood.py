@@ -169,10 +169,11 @@ def _check_numbers(**values: object) -> dict:
     """The attack's numeric arguments as Python numbers (NumPy scalars and 0-d tensors accepted; booleans,
     NaN and inf refused by name)."""
     out = dict(eps=_checks.number(values["eps"], "eps", positive=True),
-               step_size=_checks.optional_number(values["step_size"], "step_size", positive=True),
+               # at most 1e30: Adamax's bias correction multiplies the step by up to 10 in float32
+               step_size=_checks.optional_number(values["step_size"], "step_size", positive=True, maximum=1e30),
                tol=_checks.optional_number(values["tol"], "tol", nonnegative=True),
                record_every=_checks.optional_integer(values["record_every"], "record_every", minimum=1),
-               seed=_checks.integer(values["seed"], "seed"),
+               seed=_checks.integer(values["seed"], "seed", minimum=0, maximum=_checks.SEED_MAX),
                first_index=_checks.integer(values["first_index"], "first_index", minimum=0))
     for name in ("steps", "restarts", "batch_size", "check_every"):
         out[name] = _checks.integer(values[name], name, minimum=1)

@@ -158,7 +158,7 @@ def pgd_linf(f: Objective, x: Tensor, *, eps: float, steps: int, step_size: floa
     step_size = _checks.number(step_size, "step_size", positive=True)
     steps = _checks.integer(steps, "steps", minimum=0)
     batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-    seed = _checks.integer(seed, "seed")
+    seed = _checks.integer(seed, "seed", minimum=0, maximum=_checks.SEED_MAX)
     module, dev = _module_and_device(f, device)
     sign = 1.0 if maximize else -1.0
     gen = torch.Generator().manual_seed(seed)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -101,53 +102,22 @@ def load_yaml(text: str) -> Any:
 
 # ----------------------------------------------------------------------------------------------- registries
 
-def _datasets() -> tuple[str, ...]:
-    from .data import DATASETS
-
-    return tuple(DATASETS)
-
-
-def _start_images() -> tuple[str, ...]:
-    from .data import START_IMAGES
-
-    return tuple(START_IMAGES)
-
-
-def _archs() -> tuple[str, ...]:
-    from .models import ARCHS
-
-    return tuple(ARCHS)
-
-
-def _detectors() -> tuple[str, ...]:
-    from . import defenses  # noqa: F401  (registers ATOM and BAL)
-    from .detectors import DETECTORS
-
-    return tuple(DETECTORS)
-
-
-def _recipes() -> tuple[str, ...]:
-    from . import defenses, detectors  # noqa: F401  (register their recipes)
-    from .training import RECIPES
-
-    return tuple(RECIPES)
-
-
-def _leaderboard_rows() -> tuple[str, ...]:
-    from .defenses.leaderboard import ROWS
-
-    return tuple(ROWS)
-
-
-def _schedules() -> tuple[str, ...]:
-    from .attack.ood import SCHEDULES
-
-    return tuple(SCHEDULES)
+def _registry(module: str, attribute: str, *registering: str) -> Callable[[], tuple[str, ...]]:
+    """The names in ``oodlib.<module>.<attribute>``, imported when first asked for (after the ``registering``
+    modules, whose import adds entries: ATOM and BAL register from ``defenses``)."""
+    def names() -> tuple[str, ...]:
+        for extra in registering:
+            importlib.import_module(f"oodlib.{extra}")
+        return tuple(getattr(importlib.import_module(f"oodlib.{module}"), attribute))
+    return names
 
 
 REGISTRIES: dict[str, Callable[[], tuple[str, ...]]] = {
-    "datasets": _datasets, "archs": _archs, "detectors": _detectors, "start images": _start_images,
-    "recipes": _recipes, "leaderboard rows": _leaderboard_rows, "schedules": _schedules,
+    "datasets": _registry("data", "DATASETS"), "archs": _registry("models", "ARCHS"),
+    "detectors": _registry("detectors", "DETECTORS", "defenses"),
+    "start images": _registry("data", "START_IMAGES"),
+    "recipes": _registry("training", "RECIPES", "defenses", "detectors"),
+    "leaderboard rows": _registry("defenses.leaderboard", "ROWS"), "schedules": _registry("attack.ood", "SCHEDULES"),
     "devices": lambda: ("auto", "cpu", "cuda", "cuda:N"), "profiles": lambda: PROFILES}
 """The named choices ``one of REGISTRY`` refers to; each imports only the module that holds it."""
 

@@ -508,7 +508,9 @@ def _zero_nonfinite_rows(grad: Tensor, count: Tensor) -> Tensor:
     """Zero, in place, the gradient of every sample holding a NaN or ±inf, add 1 to its ``count`` and return
     the per-sample "finite" mask shaped to broadcast over images. Element-wise operations and one reduction per
     sample on the device: no host copy, and finite rows are left bit for bit as they were."""
-    finite = _per_image(torch.isfinite(grad).all(dim=tuple(range(1, grad.dim()))), grad)
+    # 0·g is 0 for a finite entry and NaN for NaN or ±inf, so a sample's sum is 0 exactly when all its entries are
+    # finite: one multiply-and-sum, several times cheaper on a CPU than isfinite(grad).all(dims)
+    finite = _per_image(grad.mul(0).sum(dim=tuple(range(1, grad.dim()))) == 0, grad)
     grad.masked_fill_(~finite, 0.0)
     count.add_(~finite.view(-1))
     return finite

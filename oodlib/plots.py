@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import seaborn as sns
 import torch
@@ -43,6 +44,9 @@ __all__ = [
     "image_grid",
     "loss_curves",
     "attack_curves",
+    "effective_font_px",
+    "PAGE_WIDTH_PX",
+    "MIN_FONT_PX",
 ]
 
 #: Colour of in-distribution samples.
@@ -56,6 +60,12 @@ _PALETTE = [ID_COLOR, OOD_COLOR, CLEAN_OOD_COLOR, "#2ca02c", "#9467bd", "#ff7f0e
             "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
 _DPI = 110
 _TEXT_BOX = {"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "0.8", "alpha": 0.9}
+
+#: Width in CSS pixels of the book's text column in a 1300-pixel-wide browser window (sphinx-book-theme): a wider
+#: figure is scaled down to it, and its text with it.
+PAGE_WIDTH_PX = 660
+#: The smallest text a figure may show at :data:`PAGE_WIDTH_PX`, in CSS pixels (tick labels included).
+MIN_FONT_PX = 10.0
 
 
 def set_style() -> None:
@@ -73,6 +83,23 @@ def set_style() -> None:
         "legend.frameon": True,
         "legend.framealpha": 0.9,
     })
+
+
+def effective_font_px(fig: Figure, page_width_px: float = PAGE_WIDTH_PX) -> float:
+    """The smallest visible text of ``fig`` as a reader sees it, in CSS pixels, once the figure (saved as the book
+    saves it: PNG at the figure's DPI, tight bounding box) is scaled down to fit a text column ``page_width_px``
+    wide. Compare with :data:`MIN_FONT_PX`. Raises ``ValueError`` for a figure with no visible text."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
+    width = Image.open(buffer).size[0]
+    sizes = [t.get_fontsize() for t in fig.findobj(match=matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    if not sizes:
+        raise ValueError("the figure has no visible text")
+    return min(sizes) * fig.dpi / 72 * min(1.0, page_width_px / width)
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -166,7 +193,7 @@ def mape_histogram(
     set_style()
     named = {k: as_float64_array(v, f"mape_values[{k!r}]" if k else "mape_values").ravel()
              for k, v in _as_named(mape_values).items()}
-    fig, axes = _panel_grid(len(named), 3, (3.6, 2.8))
+    fig, axes = _panel_grid(len(named), 3, (2.9, 2.5))
     for ax, (name, values) in zip(axes, named.items()):
         _mape_panel(ax, values, threshold, log_x)
         if name:
@@ -332,11 +359,13 @@ def attack_panel(
     n: int = 3,
     titles: Sequence[str] | None = None,
 ) -> Figure:
-    """Attack examples, one row per sample (paper Figures 1, 2, 7, 10, 12).
+    """Attack examples, two rows per sample (paper Figures 1, 2, 7, 10, 12).
 
-    Columns, in pairs: the ID image and its ``z_in``; the start image ``x'_out`` and
-    ``z_start`` against ``z_in``; the attacked image ``x_out`` and ``z_attacked``
+    Three columns: the ID image above its ``z_in``; the start image ``x'_out`` above
+    ``z_start`` against ``z_in``; the attacked image ``x_out`` above ``z_attacked``
     against ``z_in``. The MAPE (Section 3) is written in both comparison scatters.
+    The paper sets the six panels of a sample in one row; stacked, they keep
+    :data:`MIN_FONT_PX` at the book's page width.
 
     Parameters
     ----------
@@ -366,28 +395,32 @@ def attack_panel(
     start_mapes = _per_sample_mape(zs[1], zs[0], None)
     attacked_mapes = _per_sample_mape(zs[2], zs[0], mapes)
     titles = list(titles) if titles is not None else ["ID image", "start image", "attacked image"]
-    fig, axes = plt.subplots(rows, 6, squeeze=False, figsize=(15.0, 2.3 * rows),
-                             gridspec_kw={"width_ratios": [1, 2.2, 1, 2.2, 1, 2.2]})
+    # two grid rows per sample (the three images above their codes), three columns: 7.5 inches wide, so the text
+    # stays legible in the book's column (effective_font_px); the paper's one-row-per-sample layout is 15 inches
+    fig, grid = plt.subplots(2 * rows, 3, squeeze=False, figsize=(7.5, 4.3 * rows),
+                             gridspec_kw={"height_ratios": [1.6, 2.0] * rows})
     for i in range(rows):
-        row = axes[i]
+        pictures, codes = grid[2 * i], grid[2 * i + 1]
         for j in range(3):
-            _show_image(row[2 * j], images[j][i])
-        z_scatter(zs[0][i], ax=row[1])
-        z_scatter(zs[0][i], zs[1][i], mape=start_mapes[i], ax=row[3])
-        z_scatter(zs[0][i], zs[2][i], mape=attacked_mapes[i], ax=row[5])
+            _show_image(pictures[j], images[j][i])
+        z_scatter(zs[0][i], ax=codes[0])
+        z_scatter(zs[0][i], zs[1][i], mape=start_mapes[i], ax=codes[1])
+        z_scatter(zs[0][i], zs[2][i], mape=attacked_mapes[i], ax=codes[2])
+        for ax in codes[1:]:
+            ax.set_ylabel("")
+        if i < rows - 1:
+            for ax in codes:
+                ax.set_xlabel("")
     for j, name in enumerate(titles):
-        axes[0, 2 * j].set_title(name)
-        axes[0, 2 * j + 1].set_title(("$z_{in}$", "$z_{start}$ vs $z_{in}$",
-                                      "$z_{attacked}$ vs $z_{in}$")[j])
-    for ax in axes[:-1, 1::2].ravel():
-        ax.set_xlabel("")
-    fig.tight_layout()
+        grid[0, j].set_title(name)
+        grid[1, j].set_title(("$z_{in}$", "$z_{start}$ vs $z_{in}$", "$z_{attacked}$ vs $z_{in}$")[j])
+    fig.tight_layout(h_pad=0.6)
     return fig
 
 
-ROW_LABEL_WIDTH = 14
+ROW_LABEL_WIDTH = 12
 """Characters per line of an image grid's row label: a longer label is broken at spaces so that it stays beside
-its own row (a row is 1.2 inches high)."""
+its own row (a row is 1.1 inches high)."""
 
 
 def _row_label(name: str) -> str:
@@ -419,7 +452,7 @@ def image_grid(images: Mapping[str, Any] | Any, *, n: int = 8, title: str | None
     groups = {k: _images(v, f"images[{k!r}]" if k else "images") for k, v in _as_named(images).items()}
     ncols = min(n, max(len(g) for g in groups.values()))
     fig, axes = plt.subplots(len(groups), ncols, squeeze=False,
-                             figsize=(1.15 * ncols + 0.6, 1.2 * len(groups) + (0.3 if title else 0.0)))
+                             figsize=(0.95 * ncols + 0.6, 1.1 * len(groups) + (0.3 if title else 0.0)))
     for row, (name, group) in zip(axes, groups.items()):
         for j, ax in enumerate(row):
             if j < len(group):

@@ -108,7 +108,7 @@ def test_image_grid(channels: int) -> None:
 def test_image_grid_breaks_long_row_labels_at_spaces() -> None:
     groups = {"attacked (natural crop)": _images(2, 1), "ID $x_{in}$ and more": _images(2, 1), "ID": _images(2, 1)}
     labels = _texts(plots.image_grid(groups, n=2))
-    assert "attacked\n(natural crop)" in labels  # broken beside its row, never across rows
+    assert "attacked\n(natural\ncrop)" in labels  # broken beside its row, never across rows
     assert "ID $x_{in}$ and more" in labels and "ID" in labels  # mathtext and short labels left whole
 
 
@@ -152,3 +152,36 @@ def test_plots_never_select_backend() -> None:
 
     source = inspect.getsource(plots)
     assert "matplotlib.use(" not in source and "MPLBACKEND" not in source
+
+
+def _grid_of_six() -> Figure:
+    return plots.image_grid({f"attacked (natural crop) {i}": _images(8, 3, i) for i in range(6)}, n=8)
+
+
+_WIDEST_USES = {
+    "attack_panel": lambda: plots.attack_panel(_images(3, 3), _images(3, 3, 1), _images(3, 3, 2), torch.randn(3, 64),
+                                               torch.randn(3, 64), torch.randn(3, 64), n=3),
+    "image_grid": _grid_of_six,
+    "mape_histogram": lambda: plots.mape_histogram({k: torch.rand(40) * 1e-2 for k in "abcdef"}),
+    "score_histogram": lambda: plots.score_histogram(torch.randn(50), torch.randn(50), score_out_clean=torch.randn(9),
+                                                     auroc=0.5),
+    "loss_curves": lambda: plots.loss_curves({"authors": np.random.default_rng(0).random((10, 4))}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_WIDEST_USES))
+def test_figures_stay_legible_at_the_book_page_width(name: str) -> None:
+    """Each figure function at its widest use in the chapters (six-panel examples, eight-image rows, three
+    histograms a row) keeps its smallest text at or above MIN_FONT_PX once scaled to the book's column."""
+    assert plots.effective_font_px(_WIDEST_USES[name]()) >= plots.MIN_FONT_PX
+
+
+def test_effective_font_px_sees_a_figure_scaled_down() -> None:
+    fig, ax = plt.subplots(figsize=(15.0, 2.0), dpi=110)  # the old one-row attack panel's width
+    ax.set_title("t", fontsize=10)
+    ax.tick_params(labelsize=10)
+    small = plots.effective_font_px(fig)
+    # 10 pt at 110 DPI is 15.3 px; the figure, ≈ 1500 px wide once trimmed, is shown ≈ 0.45 times as wide
+    assert 10 * 110 / 72 * plots.PAGE_WIDTH_PX / (15.0 * 110) <= small <= 10 * 110 / 72 * plots.PAGE_WIDTH_PX / 1300
+    assert small < plots.MIN_FONT_PX
+    assert plots.effective_font_px(fig, page_width_px=10_000) == pytest.approx(10 * 110 / 72)

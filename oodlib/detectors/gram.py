@@ -199,10 +199,14 @@ class Gram(ClassifierDetector):
 
     # ------------------------------------------------------------------------------------------------- scoring
 
-    def power_deviations(self, x: Tensor) -> Tensor:
-        """δ_{ℓ,p}(x) for the predicted class of each image, shape (N, L, P), before normalisation."""
-        if self.n_layers == 0:
+    def _check_fitted(self) -> None:
+        if self.n_layers == 0 or not hasattr(self, "holdout_mean"):
             raise RuntimeError("call fit(x_train) before scoring")
+
+    def power_deviations(self, x: Tensor) -> Tensor:
+        """δ_{ℓ,p}(x) for the predicted class of each image, shape (N, L, P), before normalisation. Raises
+        ``RuntimeError`` before :meth:`fit`."""
+        self._check_fitted()
         feats, logits = self.gram_features(x)
         predicted = logits.argmax(dim=1)
         out = []
@@ -213,7 +217,9 @@ class Gram(ClassifierDetector):
         return torch.stack(out, dim=1)
 
     def layer_deviations(self, x: Tensor) -> Tensor:
-        """Each layer's deviation (summed over powers 1..P) divided by its mean on held-out ID images, (N, L)."""
+        """Each layer's deviation (summed over powers 1..P) divided by its mean on held-out ID images, (N, L).
+        Raises ``RuntimeError`` before :meth:`fit`."""
+        self._check_fitted()
         scale = self.holdout_mean[:, :self.powers].sum(dim=1).clamp_min(SCALE_FLOOR).to(self.dtype)
         return self.power_deviations(x).sum(dim=2) / scale
 

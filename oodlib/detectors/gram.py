@@ -199,14 +199,15 @@ class Gram(ClassifierDetector):
 
     # ------------------------------------------------------------------------------------------------- scoring
 
-    def _check_fitted(self) -> None:
-        if self.n_layers == 0 or not hasattr(self, "holdout_mean"):
+    def _check_fitted(self, holdout: bool = True) -> None:
+        """``RuntimeError`` unless the class extremes (and, with ``holdout``, the held-out normalisation) exist."""
+        if self.n_layers == 0 or (holdout and "holdout_mean" not in self._buffers):
             raise RuntimeError("call fit(x_train) before scoring")
 
     def power_deviations(self, x: Tensor) -> Tensor:
         """δ_{ℓ,p}(x) for the predicted class of each image, shape (N, L, P), before normalisation. Raises
         ``RuntimeError`` before :meth:`fit`."""
-        self._check_fitted()
+        self._check_fitted(holdout=False)
         feats, logits = self.gram_features(x)
         predicted = logits.argmax(dim=1)
         out = []

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
+from ..utils import batched
 from .base import ClassifierDetector, register_detector
 
 _DOUBLE = torch.float64
@@ -248,12 +249,10 @@ def nearest_neighbour_distance(x: Tensor, data: Tensor, batch_size: int = 256) -
     attack cannot bring an image into the in-distribution mixture's support with a budget ε much smaller than
     this distance (Section 4).
     """
-    _checks.nonempty(x, "x")
     _checks.nonempty(data, "data")
-    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     flat_data = data.flatten(1).to(_DOUBLE)
-    return torch.cat([torch.cdist(x[i:i + batch_size].flatten(1).to(_DOUBLE), flat_data).amin(1)
-                      for i in range(0, len(x), batch_size)]).to(x.dtype)
+    distances = batched(lambda b: torch.cdist(b.flatten(1).to(_DOUBLE), flat_data.to(b.device)).amin(1), x, batch_size)
+    return distances.to(x.device, x.dtype)
 
 
 def ink_outside_support(x: Tensor, data: Tensor) -> Tensor:

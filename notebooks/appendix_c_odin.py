@@ -143,7 +143,7 @@ markdown_table(["T", "PM", "AUROC vs natural crops", f"AUROC vs {start} starts"]
 # %%
 attack = {"eps": eps, "steps": steps, "seed": seed, "routine": "authors"}
 logit_attack = ood_attack(model, x_in, x_start, **attack)
-attacks = {c: logit_attack if c[1] == 0 else ood_attack(d.preprocessed_logits, x_in, x_start, **attack)
+attacks = {c: logit_attack if c[1] == 0 else ood_attack(d, x_in, x_start, target="logits", **attack)
            for c, d in detectors.items()}
 attacked = {c: experiments.detector_auroc(d, x_in, attacks[c].x) for c, d in detectors.items()}
 transfer = {c: experiments.detector_auroc(d, x_in, logit_attack.x) for c, d in detectors.items()}

@@ -56,7 +56,6 @@ ridge: float = 1e-6  # > 0; ridge added to the class covariance before inversion
 
 # %%
 import torch
-from torch import nn
 
 from oodlib import data, experiments, plots
 from oodlib.attack import ood_attack
@@ -129,12 +128,10 @@ markdown_table(["in-distribution", "PM", "AUROC vs natural crops", f"AUROC vs {s
 
 # %%
 attack = {"eps": eps, "steps": steps, "seed": seed, "routine": "authors"}
-feature_attacks = {name: ood_attack(fitted[name].features, x_in[name], x_start[name], **attack) for name in names}
-# The score as an (N, 1) target; built in eval mode, which the attack restores afterwards (a new module starts in
-# training mode, and restoring that would switch the classifier's batch norm to batch statistics).
-score_targets = {key: nn.Sequential(d, nn.Unflatten(0, (-1, 1))).eval() for key, d in detectors.items()}
-score_attacks = {(name, m): ood_attack(score_targets[(name, m)], x_in[name], x_start[name], **attack)
-                 for name, m in detectors}
+feature_attacks = {name: ood_attack(fitted[name], x_in[name], x_start[name], target="features", **attack)
+                   for name in names}
+score_attacks = {(name, m): ood_attack(d, x_in[name], x_start[name], target="score", **attack)
+                 for (name, m), d in detectors.items()}
 attacked = {(name, m, "score"): experiments.detector_auroc(d, x_in[name], score_attacks[(name, m)].x)
             for (name, m), d in detectors.items()}
 attacked.update({(name, m, "features"): experiments.detector_auroc(d, x_in[name], feature_attacks[name].x)

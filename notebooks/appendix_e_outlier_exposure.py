@@ -171,7 +171,7 @@ markdown_table(["ID set", "model", "score", "test accuracy", *[f"AUROC vs {s}" f
 # root-mean-square budget from both starts, and at {glue:text}`large_factor:g` times that budget from noise.
 
 # %%
-runs = {d: experiments.attack_detector(detectors[d], detectors[d].model, x_in[d], starts[d],
+runs = {d: experiments.attack_detector(detectors[d], "logits", x_in[d], starts[d],
                                       {a: (s, eps[d][budget]) for a, (s, budget) in attacks[d].items()},
                                       steps=steps, seed=seed) for d in datasets}
 for d, a, run in ((d, a, run) for d in datasets for a, run in runs[d].items()):

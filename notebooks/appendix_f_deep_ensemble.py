@@ -139,7 +139,7 @@ markdown_table(["score", *[f"AUROC vs {s}" for s in clean_sets]],
 # {glue:text}`n_members` times as much.)
 
 # %%
-runs = {a: ood_attack(ensemble.model.concatenated_logits, x_in, x_start, eps=eps[budget], steps=steps,
+runs = {a: ood_attack(ensemble, x_in, x_start, target="logits", eps=eps[budget], steps=steps,
                       routine="authors", seed=seed) for a, budget in budgets.items()}
 score_in = ensemble.score_batched(x_in)
 score_start = ensemble.score_batched(x_start)

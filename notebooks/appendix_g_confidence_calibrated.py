@@ -181,7 +181,7 @@ markdown_table(["ID set", "model", "test accuracy", *[f"AUROC vs {s}" for s in c
 # with {glue:text}`large_factor:g` times the paper's root-mean-square budget.
 
 # %%
-runs = {d: experiments.attack_detector(detectors[d], detectors[d].classifier_input, x_in[d], starts[d],
+runs = {d: experiments.attack_detector(detectors[d], "classifier_input", x_in[d], starts[d],
                                       {a: (s, eps[d][budget]) for a, (s, budget) in attacks[d].items()},
                                       steps=steps, seed=seed) for d in datasets}
 paper = {d: PAPER_TABLE6.get(PAPER_ROW.get(d, "")) for d in datasets}

@@ -59,7 +59,7 @@ schedule: str = "cosine"  # one of schedules; step-size schedule of the attack
 import torch
 
 from oodlib import data, experiments, flows, metrics, plots
-from oodlib.detectors.glow import GlowNLL, InputComplexity, attack_from_starts, ood_scores, png_bits_per_dim
+from oodlib.detectors.glow import GlowNLL, InputComplexity, attack_from_starts, png_bits_per_dim
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 
@@ -109,12 +109,14 @@ groups = {"held-out faces (ID)": x_in, "LFW non-face crops": x_other, "natural-i
              for s in ("checker2", "checker8")},
           "all black": torch.zeros(1, channels, image_size, image_size)}
 groups = {name: x for name, x in groups.items() if len(x)}
-nll = {name: ood_scores(nll_detector, x) for name, x in groups.items()}
+nll = {name: nll_detector.ood_score_batched(x) for name, x in groups.items()}
 complexity = {name: png_bits_per_dim(x) for name, x in groups.items()}
-s_score = {name: nll[name] - complexity[name] for name in groups}
+s_score = {name: ic_detector.ood_score_batched(x) for name, x in groups.items()}
+in_nll = {name: nll_detector.score_batched(x) for name, x in groups.items()}
+in_ic = {name: ic_detector.score_batched(x) for name, x in groups.items()}
 id_name = "held-out faces (ID)"
-auroc_nll = {name: metrics.auroc(-nll[id_name], -v) for name, v in nll.items() if name != id_name}
-auroc_ic = {name: metrics.auroc(-s_score[id_name], -v) for name, v in s_score.items() if name != id_name}
+auroc_nll = {name: metrics.auroc(in_nll[id_name], v) for name, v in in_nll.items() if name != id_name}
+auroc_ic = {name: metrics.auroc(in_ic[id_name], v) for name, v in in_ic.items() if name != id_name}
 markdown_table(["images", "n", "NLL", "L (PNG)", "S = NLL − L", "AUROC, NLL", "AUROC, S"],
                [[name, str(len(groups[name])), nll[name].mean(), complexity[name].mean(), s_score[name].mean(),
                  auroc_nll.get(name, float("nan")), auroc_ic.get(name, float("nan"))] for name in groups],
@@ -146,16 +148,17 @@ attacked = attack_from_starts(ic_detector, x_in, [attack_start], eps=eps, steps=
                               schedule=schedule)[attack_start]
 nll_only = attack_from_starts(nll_detector, x_in, [attack_start], eps=eps, steps=steps, seed=seed,
                               schedule=schedule)[attack_start]
-s_in = s_score[id_name]
-s_nll_only = ood_scores(ic_detector, nll_only.x_attacked)
-auroc_attacked = metrics.auroc(-s_in, -attacked.attacked)
-rows = [["clean start image", metrics.auroc(-s_in, -attacked.clean), ood_scores(nll_detector, attacked.x_start).mean(),
-         png_bits_per_dim(attacked.x_start).mean(), float("nan")],
-        ["attacked on S (Appendix I)", auroc_attacked, ood_scores(nll_detector, attacked.x_attacked).mean(),
+s_in = in_ic[id_name]
+s_nll_only = ic_detector.score_batched(nll_only.x_attacked)
+auroc_attacked = metrics.auroc(s_in, attacked.attacked)
+rows = [["clean start image", metrics.auroc(s_in, attacked.clean),
+         nll_detector.ood_score_batched(attacked.x_start).mean(), png_bits_per_dim(attacked.x_start).mean(),
+         float("nan")],
+        ["attacked on S (Appendix I)", auroc_attacked, nll_detector.ood_score_batched(attacked.x_attacked).mean(),
          png_bits_per_dim(attacked.x_attacked).mean(), attacked.mape.median()],
-        ["attacked on S, rounded to 8 bits", metrics.auroc(-s_in, -attacked.attacked_8bit), float("nan"),
+        ["attacked on S, rounded to 8 bits", metrics.auroc(s_in, attacked.attacked_8bit), float("nan"),
          float("nan"), float("nan")],
-        ["attacked on the NLL only (Section 3.2)", metrics.auroc(-s_in, -s_nll_only), nll_only.attacked.mean(),
+        ["attacked on the NLL only (Section 3.2)", metrics.auroc(s_in, s_nll_only), nll_only.attacked_ood.mean(),
          png_bits_per_dim(nll_only.x_attacked).mean(), nll_only.mape.median()]]
 markdown_table(["OOD images (spiral start)", "AUROC of S", "mean NLL", "mean L", "median MAPE"], rows,
                caption=f"The input-complexity detector against {attack_start}-start images: clean, attacked on S, "
@@ -177,7 +180,7 @@ glue_value("auroc_nll_only", rows[3][1])
 glue_value("mape_attacked", attacked.mape.median())
 glue_value("l_attacked", rows[1][3])
 glue_value("l_start", rows[0][3])
-fig = plots.score_histogram(s_in, attacked.attacked, xlabel="S(x) = NLL − L (bits per dimension)",
+fig = plots.score_histogram(s_score[id_name], attacked.attacked_ood, xlabel="S(x) = NLL − L (bits per dimension)",
                             auroc=auroc_attacked)
 glue_figure("fig_hist", fig)
 fig = plots.image_grid({"ID": x_in, "start": attacked.x_start[:1], "on S": attacked.x_attacked,

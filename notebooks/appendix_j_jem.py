@@ -307,7 +307,7 @@ glue_figure("fig_images", fig)
 # needs second derivatives; the detector keeps the graph of its input gradient for that.
 
 # %%
-score_attacks = {name: ood_attack(lambda x, det=det: det.score(x)[:, None], x_in, x_spiral, eps=eps,
+score_attacks = {name: ood_attack(det, x_in, x_spiral, target="score", eps=eps,
                                   steps=score_attack_steps, routine="authors", seed=seed)
                  for name, det in detectors.items()}
 score_attacked = {name: experiments.detector_auroc(detectors[name], x_in, run.x)

@@ -117,7 +117,7 @@ for (name, eps), s in summary.items():
     results.add(item, "median MAPE of z", s["median_code_mape"])
     results.add(item, "median distance to the nearest ID test image", s["median_nearest_id_distance"])
 glue_value("id_nn", id_nn.median())
-glue_value("score_in_mean", -score_in.mean())
+glue_value("score_in_mean", detector.ood_score_batched(test.x).mean())
 markdown_table(["attack", "ε (L2)", "median MAPE of z", "AUROC", "FPR@95TPR", "mean ‖x_out − x̂_out‖",
                 "mean ‖x_out − x̂_in‖", "median distance to nearest ID image"], rows,
                caption=f"Attacks on the auto-encoder ({n_samples} attacked images, {steps} iterations). AUROC with "

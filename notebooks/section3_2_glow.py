@@ -58,7 +58,7 @@ eps_factors: list[float] = [2.0, 4.0]  # > 0 and nonempty; ε of the sweep, as m
 import torch
 
 from oodlib import data, experiments, flows, metrics, plots
-from oodlib.detectors.glow import GlowNLL, attack_from_starts, attack_to_values, ood_scores
+from oodlib.detectors.glow import GlowNLL, attack_from_starts, attack_to_values
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 
@@ -141,9 +141,10 @@ groups = {"held-out faces (ID)": x_in, "training faces": x_train, "LFW non-face 
           "natural-image crops": x_natural, **{f"start: {s}": x for s, x in start_images.items()},
           "all black": torch.zeros(1, channels, image_size, image_size),
           "all white": torch.ones(1, channels, image_size, image_size)}
-nll = {name: ood_scores(detector, x) for name, x in groups.items() if len(x)}
-nll_in = nll["held-out faces (ID)"]
-clean_auroc = {name: metrics.auroc(-nll_in, -v) for name, v in nll.items() if name != "held-out faces (ID)"}
+nll = {name: detector.ood_score_batched(x) for name, x in groups.items() if len(x)}
+in_score = {name: detector.score_batched(x) for name, x in groups.items() if len(x)}
+nll_in, score_in = nll["held-out faces (ID)"], in_score["held-out faces (ID)"]
+clean_auroc = {name: metrics.auroc(score_in, v) for name, v in in_score.items() if name != "held-out faces (ID)"}
 markdown_table(["images", "n", "mean NLL (bits/dim)", "AUROC vs held-out faces"],
                [[name, str(len(v)), v.mean(), clean_auroc.get(name, float("nan"))] for name, v in nll.items()],
                caption=f"Clean NLL and AUROC of the NLL detector (ID = held-out faces positive, in-score −NLL; "
@@ -180,8 +181,8 @@ runs = attack_from_starts(detector, x_in, attack_starts, eps=eps, steps=steps, s
 rows = []
 for name, run in runs.items():
     figure = "Figure 5" if name == "spiral" else "Figure 6"
-    attacked_auroc = metrics.auroc(-nll_in, -run.attacked)
-    rows.append([name, clean_auroc[f"start: {name}"], attacked_auroc, metrics.auroc(-nll_in, -run.attacked_8bit),
+    attacked_auroc = metrics.auroc(score_in, run.attacked)
+    rows.append([name, clean_auroc[f"start: {name}"], attacked_auroc, metrics.auroc(score_in, run.attacked_8bit),
                  run.mape.median(), metrics.mape_fraction_below(run.mape, 1e-3)])
     missed = "" if abs(attacked_auroc - 0.5) < 0.1 else f"; not reached at ε = {eps:.3g}, see the budget sweep"
     results.add(f"{figure}: {name} start, NLL detector on attacked images", "AUROC", attacked_auroc, paper=0.5,
@@ -201,7 +202,7 @@ glue_value("auroc_checker2", auroc_attacked.get("checker2", float("nan")))
 glue_value("auroc_checker8", auroc_attacked.get("checker8", float("nan")))
 glue_value("mape_spiral", runs["spiral"].mape.median())
 for name, run in runs.items():
-    fig = plots.score_histogram(nll_in, run.attacked, xlabel="NLL (bits per dimension)",
+    fig = plots.score_histogram(nll_in, run.attacked_ood, xlabel="NLL (bits per dimension)",
                                 auroc=auroc_attacked[name], title=f"{name} start")
     glue_figure(f"fig_hist_{name}", fig)
 fig = plots.image_grid({"ID": x_in, "starts": torch.cat(list(start_images.values())),
@@ -244,7 +245,7 @@ glue_figure("fig_images", fig)
 # %%
 sweep = {f: attack_from_starts(detector, x_in, [sweep_start], eps=eps * f, steps=steps, seed=seed,
                                schedule=schedule)[sweep_start] for f in eps_factors}
-sweep_rows = [[eps * f, experiments.rms_per_value(eps * f, n_values), metrics.auroc(-nll_in, -run.attacked),
+sweep_rows = [[eps * f, experiments.rms_per_value(eps * f, n_values), metrics.auroc(score_in, run.attacked),
                run.mape.median()] for f, run in sweep.items()]
 for e, rms, a, m in sweep_rows:
     results.add(f"Figure 6: {sweep_start} start, eps = {e:.3g} (RMS {rms:.3f})", "AUROC", a,
@@ -287,7 +288,7 @@ targets = [median_in + d for d in nll_offsets]
 pushed = {s: attack_to_values(detector, s, targets, size=image_size, channels=channels, eps=eps, steps=steps,
                               seed=seed, schedule=schedule) for s in attack_starts}
 markdown_table(["target NLL", *[f"reached from {s}" for s in pushed]],
-               [[t, *[run.attacked[i] for run in pushed.values()]] for i, t in enumerate(targets)],
+               [[t, *[run.attacked_ood[i] for run in pushed.values()]] for i, t in enumerate(targets)],
                caption=f"NLL (bits/dim) reached when attacking toward constant targets (ε = {eps:.3f}, N = "
                        f"{steps}; the held-out faces' NLLs span {nll_in.min():.2f}–{nll_in.max():.2f}; profile "
                        f"{profile})", name="tbl-s32-targets", digits=3)
@@ -298,8 +299,8 @@ for s, run in pushed.items():
                 note=f"targets {min(targets):.2f}–{max(targets):.2f} bits/dim")
 fig = plots.image_grid({s: run.x_attacked for s, run in pushed.items()}, n=len(targets))
 glue_figure("fig_targets", fig)
-glue_value("lowest", pushed["spiral"].attacked.min())
-glue_value("highest", pushed["spiral"].attacked.max())
+glue_value("lowest", pushed["spiral"].attacked_ood.min())
+glue_value("highest", pushed["spiral"].attacked_ood.max())
 min_in = glue_value("min_in", nll_in.min().item())
 
 # %% [markdown]

@@ -154,7 +154,8 @@ markdown_table(["OOD set", "MSP", "CCU"], [[name, row["MSP"], row["CCU"]] for na
 
 # %%
 attacks = {"logits": ood_attack(model, x_in, x_start, eps=eps, steps=steps, routine="authors", seed=seed),
-           "CCU output": ood_attack(ccu.output, x_in, x_start, eps=eps, steps=steps, routine="authors", seed=seed)}
+           "CCU output": ood_attack(ccu, x_in, x_start, target="output", eps=eps, steps=steps, routine="authors",
+                                    seed=seed)}
 ccu_in, msp_in = ccu.score_batched(x_in), msp.score_batched(x_in)
 odds_in = ccu.log_odds(x_in).detach()
 attack_rows = {f: {"median MAPE": run.mape.median(),
@@ -234,7 +235,7 @@ glue_figure("fig_hist", fig)
 # a range of ε, and measures when the CCU score of the attacked images reaches the range of test digits.
 
 # %%
-sweep = {e: ood_attack(ccu.density_log_odds, x_in, x_start, eps=e, steps=sweep_steps, seed=seed)
+sweep = {e: ood_attack(ccu, x_in, x_start, target="density_log_odds", eps=e, steps=sweep_steps, seed=seed)
          for e in eps_sweep}
 start_distance = nearest_neighbour_distance(x_start, train.x)
 test_distance = nearest_neighbour_distance(x_in, train.x)

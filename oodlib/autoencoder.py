@@ -24,7 +24,6 @@ The detector itself is :class:`oodlib.detectors.reconstruction.ReconstructionErr
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -279,6 +278,18 @@ class AutoEncoderAttack:
     result: AttackResult
 
 
+class CodeAndResidual(nn.Module):
+    """The adaptive attack's target as a module: ``ae.code_and_residual(x, weight)``, (N, latent_dim + C·H·W), so
+    that the attack freezes the auto-encoder inside it (:func:`oodlib.attack.ood.attack_target`)."""
+
+    def __init__(self, ae: ConvAutoEncoder, weight: float) -> None:
+        super().__init__()
+        self.ae, self.weight = ae, weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.ae.code_and_residual(x, self.weight)
+
+
 def attack_autoencoder(ae: ConvAutoEncoder, x_in: Tensor, x_start: Tensor, *, eps: float, steps: int,
                        residual_weight: float = 0.0, seed: int = 0, **attack_options) -> AutoEncoderAttack:
     """Algorithm 1 on an auto-encoder's code, as the paper's Section 2.4 considers, or adaptively.
@@ -311,7 +322,7 @@ def attack_autoencoder(ae: ConvAutoEncoder, x_in: Tensor, x_start: Tensor, *, ep
         result = ood_attack(ae.encode, None, x_start, z_in=z_in, eps=eps, steps=steps, seed=seed, **attack_options)
     else:
         target = torch.cat([z_in, torch.zeros(len(z_in), x_in[0].numel())], dim=1)
-        result = ood_attack(functools.partial(ae.code_and_residual, weight=residual_weight), None, x_start,
+        result = ood_attack(CodeAndResidual(ae, residual_weight), None, x_start,
                             z_in=target, eps=eps, steps=steps, seed=seed, **attack_options)
     x_out = result.x.detach().cpu()
     with torch.no_grad():

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import _checks, data, metrics
 from .attack import AttackResult, ood_attack
@@ -23,6 +23,7 @@ from .detectors import Detector, make_detector
 from .models import Classifier
 from .report import Results
 from .store import ModelSpec, get_model, model_info, training_data
+from .utils import batched, eval_mode, module_device
 
 PAPER_IMAGE_VALUES = 3 * 224 * 224  # the ImageNet experiments' input size (Section 3.1)
 
@@ -62,15 +63,10 @@ class StartRun:
 
 @torch.no_grad()
 def encode(model: Classifier, x: Tensor, batch_size: int = 512) -> Tensor:
-    """``model.features`` of many images (N ≥ 1), batched, in eval mode, returned on the CPU."""
-    _checks.nonempty(x, "x")
-    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    z = torch.cat([model.features(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return z
+    """``model.features`` of many images (N ≥ 1), batched, in eval mode (each submodule's mode restored), returned
+    on the CPU. Raises ``ValueError`` for an empty ``x`` or a non-positive ``batch_size``."""
+    with eval_mode(model):
+        return batched(model.features, x, batch_size, module_device(model))
 
 
 def attack_from_start(model: Classifier, x_in: Tensor, start: str, *, eps: float, steps: int, seed: int = 0,
@@ -125,9 +121,11 @@ def add_mape_rows(results: Results, item_prefix: str, runs: dict[str, StartRun],
         results.add(f"{item_prefix}, {name} start", "median MAPE", run.mape.median(), note=note)
 
 
-def compare_variants(f, x_in: Tensor, x_start: Tensor, variants: dict[str, dict], **common) -> dict[str, AttackResult]:
+def compare_variants(f: nn.Module | Callable[[Tensor], Tensor], x_in: Tensor, x_start: Tensor,
+                     variants: dict[str, dict], **common) -> dict[str, AttackResult]:
     """Run :func:`~oodlib.attack.ood_attack` once per named variant (keyword overrides of ``common``), e.g. the
-    authors' Adamax update against the printed rule at equal iterations (Section 2.1)."""
+    authors' Adamax update against the printed rule at equal iterations (Section 2.1). ``f``: what the attack
+    takes (a module, a bound method of one, or a detector with ``target=`` in ``common``)."""
     return {name: ood_attack(f, x_in, x_start, **{**common, **options}) for name, options in variants.items()}
 
 
@@ -359,14 +357,16 @@ class DetectorAttack:
         return float(self.result.mape.median())
 
 
-def attack_detector(detector: Detector, f: Callable[[Tensor], Tensor], x_in: Tensor, starts: dict[str, Tensor],
+def attack_detector(detector: Detector, target: str, x_in: Tensor, starts: dict[str, Tensor],
                     configs: dict[str, tuple[str, float]], *, steps: int, seed: int = 0, **attack_options
                     ) -> dict[str, DetectorAttack]:
-    """For each named ``(start image, ε)`` of ``configs``, Algorithm 1 on ``f`` (the feature ``detector``'s score
-    is computed from: the logits for Outlier Exposure, the classifier module's input for the confidence-calibrated
-    classifier) from the start batch ``starts[start]``, image ``i`` paired with ``x_in[i]``; then ``detector``'s
-    scores. One start batch may appear at several budgets. The routine is the authors' unless
-    ``attack_options`` names another."""
+    """For each named ``(start image, ε)`` of ``configs``, Algorithm 1 on the detector's attack target ``target``
+    (one of ``detector.targets``: the feature its score is computed from, e.g. ``"logits"`` for Outlier Exposure
+    (Appendix E), ``"classifier_input"`` for the confidence-calibrated classifier (Appendix G)) from the start
+    batch ``starts[start]``, image ``i`` paired with ``x_in[i]``; then ``detector``'s scores. One start batch may
+    appear at several budgets. The routine is the authors' unless ``attack_options`` names another.
+
+    Raises ``ValueError`` for an empty ``x_in`` or start batch, or a ``target`` the detector does not name."""
     _checks.nonempty(x_in, "x_in")
     for name, batch in starts.items():
         _checks.nonempty(batch, f"starts[{name!r}]")
@@ -374,7 +374,8 @@ def attack_detector(detector: Detector, f: Callable[[Tensor], Tensor], x_in: Ten
     score_in = detector.score_batched(x_in)
     runs = {}
     for name, (start, eps) in configs.items():
-        result = ood_attack(f, x_in, starts[start], eps=eps, steps=steps, seed=seed, **attack_options)
+        result = ood_attack(detector, x_in, starts[start], target=target, eps=eps, steps=steps, seed=seed,
+                            **attack_options)
         runs[name] = DetectorAttack(start=start, eps=eps, x_start=starts[start], result=result, score_in=score_in,
                                     score_start=detector.score_batched(starts[start]),
                                     score_attacked=detector.score_batched(result.x))

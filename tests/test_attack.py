@@ -194,7 +194,7 @@ def test_a_scalar_score_can_be_the_target_and_float64_works_with_tol(cnn):
     res = ood_attack(msp, x_in, x_ood, eps=2.0, steps=4)
     assert res.z_target.shape == (3, 1)
     z64 = cnn.features(x_in).detach().double()
-    ood_attack(lambda x: cnn.features(x).double(), None, x_ood, z_in=z64, eps=2.0, steps=4, tol=1e-3)
+    ood_attack(lambda x: cnn.features(x).double(), None, x_ood, z_in=z64, eps=2.0, steps=4, tol=1e-3, module=cnn)
 
 
 def test_a_wrapper_in_train_mode_does_not_flip_its_eval_model(cnn):
@@ -245,7 +245,7 @@ def test_autocast_runs_the_model_in_bfloat16_and_keeps_the_update_in_float32(cnn
         seen.append(z.dtype)
         return z
 
-    res = ood_attack(f, x_in, x_ood, eps=2.0, steps=20, routine="authors", autocast=True)
+    res = ood_attack(f, x_in, x_ood, eps=2.0, steps=20, routine="authors", autocast=True, module=cnn)
     assert set(seen) == {torch.bfloat16}
     assert res.x.dtype == res.loss.dtype == res.z_target.dtype == torch.float32
     assert res.loss_history[-1].mean() < res.loss_history[0].mean()
@@ -282,3 +282,44 @@ def test_normalise_gradient_in_place_overwrites_only_when_asked():
     assert torch.equal(g, before) and out.data_ptr() != g.data_ptr()
     same = normalise_gradient(g, "l2", in_place=True)
     assert same.data_ptr() == g.data_ptr() and torch.equal(same, out)
+
+
+def test_a_callable_without_a_module_is_refused_and_an_explicit_module_is_frozen(cnn):
+    import functools
+
+    from oodlib.attack import attack_target
+
+    x_in, x_ood = _images(2, 30), _images(2, 31)
+    for f in (lambda x: cnn.features(x), functools.partial(cnn.features)):
+        with pytest.raises(TypeError, match="module="):
+            ood_attack(f, x_in, x_ood, eps=1.0, steps=2)
+    flags = []
+
+    def spy(x):
+        flags.append((cnn.training, any(p.requires_grad for p in cnn.parameters())))
+        return cnn.features(x)
+
+    cnn.train()
+    ood_attack(spy, x_in, x_ood, eps=1.0, steps=2, module=cnn)
+    assert set(flags) == {(False, False)} and cnn.training  # frozen inside, restored after
+    cnn.eval()
+    with pytest.raises(TypeError, match="nn.Module"):
+        attack_target(cnn.features, module=object())
+
+
+def test_a_detector_and_a_target_name_select_the_bound_method_and_freeze_the_detector(cnn):
+    from oodlib.attack import attack_target
+    from oodlib.detectors import make_detector
+
+    odin = make_detector("odin", cnn, temperature=10.0, magnitude=0.002)
+    f, module = attack_target(odin, "logits")
+    assert f == odin.logits and module is odin
+    assert attack_target(odin)[0] is odin
+    with pytest.raises(ValueError, match="no attack target 'code'"):
+        attack_target(odin, "code")
+    with pytest.raises(TypeError, match="needs a detector"):
+        attack_target(cnn, "logits")
+    x = _images(2, 32)
+    via_name = ood_attack(odin, x, _images(2, 33), target="logits", eps=1.0, steps=3, routine="authors")
+    via_method = ood_attack(odin.logits, x, _images(2, 33), eps=1.0, steps=3, routine="authors")
+    assert torch.equal(via_name.x, via_method.x)

@@ -109,7 +109,7 @@ def test_odin_attack_gradient_equals_second_order_graph(cnn):
     weights = torch.randn(4, CLASSES, generator=torch.Generator().manual_seed(0))
 
     leaf = x.clone().requires_grad_(True)
-    (ours,) = torch.autograd.grad((detector.preprocessed_logits(leaf) * weights).sum(), leaf)
+    (ours,) = torch.autograd.grad((detector.logits(leaf) * weights).sum(), leaf)
 
     leaf2 = x.clone().requires_grad_(True)
     logits = cnn(leaf2) / 100.0
@@ -123,7 +123,7 @@ def test_odin_attack_gradient_equals_second_order_graph(cnn):
 def test_odin_target_drives_the_attack(cnn):
     detector = ODIN(cnn, temperature=1000.0, magnitude=0.002)
     x_in, x_ood = _images(4, 7), _images(4, 8)
-    result = ood_attack(detector.preprocessed_logits, x_in, x_ood, eps=3.0, steps=20, routine="authors")
+    result = ood_attack(detector, x_in, x_ood, target="logits", eps=3.0, steps=20, routine="authors")
     assert torch.isfinite(result.loss).all()
     assert result.loss_history[-1].mean() < result.loss_history[0].mean()
 
@@ -286,19 +286,17 @@ def test_gradient_probes():
 
 def test_gram_attack_through_the_log_root(gram):
     x_in, x_ood = _images(3, 18), _images(3, 19, 1.0)
-    target = nn.Sequential(gram, nn.Unflatten(0, (-1, 1))).eval()
-    result = ood_attack(target, x_in, x_ood, eps=3.0, steps=10, routine="authors")
+    result = ood_attack(gram, x_in, x_ood, target="score", eps=3.0, steps=10, routine="authors")
     assert torch.isfinite(result.loss).all()
 
 
 @pytest.mark.parametrize("name", ["odin", "energy", "mahalanobis", "gram"])
 def test_detectors_keep_the_classifier_in_eval_mode(name, cnn, mahalanobis, gram):
-    """Scoring, fitting and attacking through a detector (or an eval-mode (N, 1) wrapper of its score) leave the
-    wrapped classifier in eval mode, so its batch norm keeps using the running statistics."""
+    """Scoring, fitting and attacking through a detector's score leave the wrapped classifier in eval mode, so its
+    batch norm keeps using the running statistics."""
     detector = {"odin": ODIN(cnn, temperature=10.0, magnitude=0.002), "energy": Energy(cnn),
                 "mahalanobis": mahalanobis, "gram": gram}[name]
     x = _images(3, 20)
     detector.score_batched(x)
-    ood_attack(nn.Sequential(detector, nn.Unflatten(0, (-1, 1))).eval(), x, _images(3, 21), eps=1.0, steps=2,
-               routine="authors")
+    ood_attack(detector, x, _images(3, 21), target="score", eps=1.0, steps=2, routine="authors")
     assert not cnn.training and not detector.training

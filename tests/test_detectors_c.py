@@ -78,7 +78,7 @@ def test_gradient_norm_score_is_twice_differentiable_and_attackable():
     x = _images(4, 4).requires_grad_(True)
     (grad,) = torch.autograd.grad(det.score(x).sum(), x)
     assert grad.abs().sum() > 0  # second derivatives of the softmax part survive the ReLUs
-    res = ood_attack(lambda images: det.score(images)[:, None], _images(4, 5), _images(4, 6), eps=3.0, steps=30)
+    res = ood_attack(det, _images(4, 5), _images(4, 6), target="score", eps=3.0, steps=30)
     assert res.loss.mean() < res.loss_history[0].mean()
 
 
@@ -223,7 +223,7 @@ def test_ccu_rule_against_a_direct_computation(ccu, cnn):
 @pytest.mark.parametrize("kind", list(INPUTS))
 def test_ccu_score_and_attack_targets_are_differentiable(ccu, kind):
     x = INPUTS[kind].clone().requires_grad_(True)
-    for value in (ccu.score(x), ccu.output(x), ccu.density_log_odds(x)):
+    for value in (ccu.target(name)(x) for name in ("score", "output", "density_log_odds")):
         assert torch.isfinite(value).all() and value.dtype == x.dtype
         (grad,) = torch.autograd.grad(value.sum(), x)
         assert torch.isfinite(grad).all()

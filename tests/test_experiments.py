@@ -162,7 +162,7 @@ def test_attack_detector_matches_the_feature_and_scores_every_set(model, x_in):
     detector = make_detector("msp", model)
     starts = {"noise": torch.rand_like(x_in), "crop": torch.rand_like(x_in).mul(0.5)}
     configs = {"noise": ("noise", 2.0), "crop": ("crop", 2.0), "noise, ε ×2": ("noise", 4.0)}
-    runs = experiments.attack_detector(detector, model, x_in, starts, configs, steps=6, seed=0)
+    runs = experiments.attack_detector(detector, "logits", x_in, starts, configs, steps=6, seed=0)
     assert list(runs) == list(configs)
     big = runs["noise, ε ×2"]
     assert big.start == "noise" and big.eps == 4.0 and big.x_start is starts["noise"]

@@ -19,7 +19,7 @@ from oodlib.attack.pgd import aloe_threat, aoe_threat, atom_threat, fgsm, pgd_li
 from oodlib.autoencoder import ConvAutoEncoder, attack_autoencoder, nearest_image_distance
 from oodlib.detectors import make_detector
 from oodlib.detectors.ccu import nearest_neighbour_distance
-from oodlib.detectors.glow import GlowNLL, ood_scores
+from oodlib.detectors.glow import GlowNLL
 from oodlib.flows import Glow, nll_batched
 from oodlib.models import SmallCNN
 from oodlib.nullspace import null_space_attack
@@ -291,7 +291,7 @@ EMPTY_CASES = {
     "detector_auroc": (lambda m: experiments.detector_auroc(make_detector("msp", m), _images(2, 1), _empty()),
                        "x_out"),
     "attack_from_start": (lambda m: experiments.attack_from_start(m, _empty(), "noise", eps=1.0, steps=2), "x_in"),
-    "attack_detector": (lambda m: experiments.attack_detector(make_detector("msp", m), m, _images(2, 1),
+    "attack_detector": (lambda m: experiments.attack_detector(make_detector("msp", m), "logits", _images(2, 1),
                                                               {"noise": _empty()}, {"a": ("noise", 1.0)}, steps=2),
                         "starts"),
     "nearest_image_distance": (lambda m: nearest_image_distance(_empty(), _images(2, 1)), "x"),
@@ -300,7 +300,7 @@ EMPTY_CASES = {
                                                         eps=1.0, steps=2), "x_in"),
     "reconstruction score": (lambda m: make_detector("reconstruction", _small_ae()).score(_empty(size=8)), "x"),
     "nll_batched": (lambda m: nll_batched(_small_flow(), _empty(size=8)), "x"),
-    "glow ood_scores": (lambda m: ood_scores(GlowNLL(_small_flow()), _empty(size=8)), "x"),
+    "glow ood_score_batched": (lambda m: GlowNLL(_small_flow()).ood_score_batched(_empty(size=8)), "x"),
     "glow score": (lambda m: GlowNLL(_small_flow()).score(_empty(size=8)), "x"),
     "nearest_neighbour_distance": (lambda m: nearest_neighbour_distance(_images(2, 1), _empty()), "data"),
     "nearest_code_mape": (lambda m: nearest_code_mape(torch.empty(0, 4), torch.rand(3, 4)), "z_query"),

@@ -179,7 +179,7 @@ def test_detector_scores_and_gradients():
     nll_detector, ic_detector = GlowNLL(flow), InputComplexity(flow)
     assert torch.allclose(nll_detector.score(x), -flow.nll(x))
     assert torch.allclose(ic_detector.score(x), png_bits_per_dim(x) - flow.nll(x))
-    assert nll_detector.attack_target(x).shape == (3, 1)
+    assert nll_detector.targets == ("score",) and torch.equal(nll_detector.ood_score(x), flow.nll(x))
     (g_nll,) = torch.autograd.grad(nll_detector.score(x).sum(), x)
     (g_ic,) = torch.autograd.grad(ic_detector.score(x).sum(), x)
     assert torch.allclose(g_nll, g_ic)  # L(x) is piecewise constant: it contributes no gradient

@@ -7,6 +7,7 @@ from torch import nn
 
 from oodlib.attack.pgd import (ALOE_EPS, ATOM_EPS, EnergyObjective, aloe_threat, aoe_threat, atom_threat, fgsm,
                                pgd_linf, quantise_perturbation)
+from oodlib.detectors import make_detector
 from oodlib.models import SmallCNN
 
 
@@ -52,7 +53,7 @@ def test_stays_in_ball_and_unit_range(cnn, quantise):
 
 def test_quantised_perturbation_is_whole_grey_levels(cnn):
     x = _interior(5, 3)
-    res = atom_threat(lambda v: cnn(v).amax(1), x, steps=4)
+    res = atom_threat(lambda v: cnn(v).amax(1), x, steps=4, module=cnn)
     levels = (res.x - x) * 255
     assert torch.allclose(levels, levels.round(), atol=1e-3)
     assert (res.x - x).abs().max() <= ATOM_EPS + 1e-6
@@ -112,7 +113,7 @@ def test_aoe_threat_lowers_the_energy(cnn):
 
 
 def test_aloe_threat_attacks_both_sides(cnn):
-    score = lambda v: torch.softmax(cnn(v), 1).amax(1)  # noqa: E731
+    score = make_detector("msp", cnn)
     x_in, x_out = _interior(8, 10), _interior(8, 11)
     attacked_in, attacked_out = aloe_threat(score, x_in, x_out, eps=0.05, steps=10)
     assert attacked_in.objective.mean() < attacked_in.objective_start.mean()

@@ -25,10 +25,11 @@ are refused before the loop (``ValueError`` naming the samples).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from .. import _checks
 from ..metrics import mape_tensor as _mape
 from ..models import resolve_device
+from ..utils import batched, eval_mode, module_device
 
 NORMS = ("l2", "linf")
 UPDATES = ("adamax", "printed")
@@ -55,8 +57,24 @@ class NonFiniteGradientWarning(RuntimeWarning):
     """Some samples' input gradients were NaN or ±inf in some iterations; those steps were skipped (zero step)."""
 
 
+class AttackedSamples:
+    """What every attack's result has: attacked images ``x`` (N, ...) and ``nonfinite_steps`` (N,) int64, the
+    iterations per sample skipped because the input gradient held NaN or ±inf."""
+
+    x: Tensor
+    nonfinite_steps: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def nonfinite_gradient(self) -> Tensor:
+        """(N,) bool: the samples that had a non-finite input gradient in at least one iteration."""
+        return self.nonfinite_steps > 0
+
+
 @dataclass
-class AttackResult:
+class AttackResult(AttackedSamples):
     """What :func:`ood_attack` returns.
 
     Attributes
@@ -83,33 +101,11 @@ class AttackResult:
     nonfinite_steps: Tensor
     params: dict = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return self.x.shape[0]
 
-    @property
-    def nonfinite_gradient(self) -> Tensor:
-        """(N,) bool: the samples that had a non-finite input gradient in at least one iteration."""
-        return self.nonfinite_steps > 0
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module | None) -> Iterator[None]:
-    """Put ``module`` in eval mode with parameters not requiring grad; restore both afterwards."""
-    if module is None:
-        yield
-        return
-    modes = [(m, m.training) for m in module.modules()]  # each submodule's own mode (a wrapper's may differ)
-    flags = [p.requires_grad for p in module.parameters()]
-    try:
-        module.eval()
-        for p in module.parameters():
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
-        for m, training in modes:
-            m.training = training
+def frozen(module: nn.Module | None) -> contextlib.AbstractContextManager[None]:
+    """Put ``module`` in eval mode with parameters not requiring grad; restore both afterwards (each submodule's
+    own mode and each parameter's flag): :func:`oodlib.utils.eval_mode` with ``freeze=True``."""
+    return eval_mode(module, freeze=True)
 
 
 def owning_module(f: Callable) -> nn.Module | None:
@@ -117,7 +113,46 @@ def owning_module(f: Callable) -> nn.Module | None:
     if isinstance(f, nn.Module):
         return f
     owner = getattr(f, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
+    return owner if inspect.ismethod(f) and isinstance(owner, nn.Module) else None
+
+
+def attack_target(f: Callable[[Tensor], Tensor] | nn.Module, target: str | None = None,
+                  module: nn.Module | None = None) -> tuple[Callable[[Tensor], Tensor], nn.Module]:
+    """The map an attack differentiates and the module it freezes (eval mode, parameters out of autograd).
+
+    ``f`` is one of: a detector with ``target`` the name of one of its attack targets
+    (:meth:`oodlib.detectors.Detector.target`; ``target=None`` means its score); an ``nn.Module``; a bound method
+    of one (``model.features``). Any other callable (a lambda, a ``functools.partial``) needs ``module=``, the
+    module whose parameters it uses, so that the eval-mode/frozen guarantee and the device choice still hold.
+
+    Raises ``TypeError`` for another callable without ``module``, a ``module`` that is not an ``nn.Module``, or a
+    ``target`` given with something that does not name targets; ``ValueError`` for an unknown target name."""
+    if module is not None and not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if target is not None:
+        if not (isinstance(f, nn.Module) and callable(getattr(f, "target", None))):
+            raise TypeError(f"target={target!r} needs a detector (which names its attack targets), got "
+                            f"{type(f).__name__}")
+        return f.target(target), module or f
+    owner = owning_module(f)
+    if owner is None and module is None:
+        raise TypeError(f"the attack's f must be a detector with a target name, an nn.Module or a bound method of "
+                        f"one, so that it can be put in eval mode and frozen; got {_describe(f)}. Pass "
+                        f"(detector, target=name), or module= the module whose parameters it uses.")
+    return f, module or owner
+
+
+def _describe(f: object) -> str:
+    name = getattr(f, "__name__", None) or type(f).__name__
+    return f"{type(f).__name__} {name!r}" if name != type(f).__name__ else type(f).__name__
+
+
+def attack_device(module: nn.Module, device: str | torch.device) -> torch.device:
+    """``"auto"`` → ``module``'s device if it has parameters or buffers, else CUDA when available, else CPU;
+    another value is resolved by :func:`oodlib.models.resolve_device`."""
+    if device == "auto" and any(True for _ in (*module.parameters(), *module.buffers())):
+        return module_device(module)
+    return resolve_device(device)
 
 
 def start_noise(shape: torch.Size, seed: int, sample_ids: Tensor) -> Tensor:
@@ -207,20 +242,23 @@ def _check_inputs(x_in: Tensor | None, z_in: Tensor | None, x_ood: Tensor, norm:
         raise ValueError(f"x_in images {tuple(x_in.shape[1:])} and x_ood images {tuple(x_ood.shape[1:])} differ")
 
 
-def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor, *, eps: float, steps: int,
+def ood_attack(f: Callable[[Tensor], Tensor] | nn.Module, x_in: Tensor | None, x_ood: Tensor, *, eps: float, steps: int,
                norm: str = "l2", step_size: float | None = None, routine: str = "fast", update: str | None = None,
                schedule: str | None = None, restarts: int = 1, keep_best: bool = False, tol: float | None = None,
                check_every: int = 10, batch_size: int = 256, record_every: int | None = None,
                z_in: Tensor | None = None, device: str | torch.device = "auto", seed: int = 0,
                first_index: int = 0, progress: bool = False, channels_last: bool = False,
-               autocast: bool = False) -> AttackResult:
+               autocast: bool = False, target: str | None = None, module: nn.Module | None = None
+               ) -> AttackResult:
     """Algorithm 1: make OOD images whose ``f`` matches that of in-distribution images.
 
     Parameters
     ----------
-    f : differentiable map from images (N, C, H, W) in [0, 1] to a tensor (N, ...). If ``f`` is an
-        ``nn.Module`` or a bound method of one (``model.features``), the module is put in eval mode with frozen
-        parameters for the attack and restored afterwards.
+    f : differentiable map from images (N, C, H, W) in [0, 1] to a tensor (N, ...): a detector (with ``target``
+        the name of one of its attack targets, default its score), an ``nn.Module``, or a bound method of one
+        (``model.features``). That module is put in eval mode with frozen parameters for the attack and restored
+        afterwards. Any other callable (lambda, partial) is refused unless ``module`` names its module
+        (:func:`attack_target`).
     x_in : in-distribution images (N, C, H, W); their ``f(x_in)`` (detached) are the targets. Or pass ``z_in``.
     x_ood : start images x'_out, (N, C, H, W) or one image (1, C, H, W) used for every target.
     eps : radius of the ball around x'_out (L2 or L∞, in [0, 1] pixel units).
@@ -250,6 +288,8 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
         model with ``model.to(memory_format=torch.channels_last)`` yourself).
     autocast : evaluate ``f`` under ``torch.autocast`` in bfloat16 (targets, iterations and the final
         evaluation alike); the loss, the gradient's normalisation and the update stay in float32.
+    target : with a detector ``f``, the name of the attack target (``f.targets``: ``"score"``, ``"logits"``, …).
+    module : the module behind a callable ``f`` that is neither a module nor a bound method of one.
 
     Numbers (``eps``, ``steps``, ``step_size``, ``tol``, ``batch_size``, …) may be Python or NumPy scalars or 0-d
     tensors.
@@ -274,7 +314,8 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
         ``steps`` / ``step_size`` / ``batch_size`` / ``restarts``, a NaN or inf number, or non-finite targets
         ``f(x_in)`` / ``z_in`` (the message lists the samples).
     TypeError
-        A boolean, a non-number, or a float where an integer is expected (``steps=10.0``).
+        A boolean, a non-number, or a float where an integer is expected (``steps=10.0``); an ``f`` that is not a
+        detector, module or bound method without ``module`` (see :func:`attack_target`).
     """
     if routine not in ROUTINES:
         raise ValueError(f"unknown routine {routine!r}; valid choices: {', '.join(ROUTINES)}")
@@ -282,7 +323,7 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     update = preset["update"] if update is None else update
     schedule = preset["schedule"] if schedule is None else schedule
     tol = preset["tol"] if tol is None else tol
-    module = owning_module(f)
+    f, module = attack_target(f, target, module)
     f = _in_precision(f, autocast)
     nums = _check_numbers(eps=eps, steps=steps, step_size=step_size, tol=tol, restarts=restarts,
                           check_every=check_every, batch_size=batch_size, record_every=record_every, seed=seed,
@@ -291,16 +332,14 @@ def ood_attack(f: Callable[[Tensor], Tensor], x_in: Tensor | None, x_ood: Tensor
     check_every, batch_size, record_every, seed, first_index = (
         nums[k] for k in ("check_every", "batch_size", "record_every", "seed", "first_index"))
     _check_inputs(x_in, z_in, x_ood, norm, update, schedule, module)
-    if device == "auto" and module is not None and any(True for _ in module.parameters()):
-        dev = next(module.parameters()).device
-    else:
-        dev = resolve_device(device)
+    dev = attack_device(module, device)
     alpha = eps / 100 if step_size is None else step_size
     stride = record_every or max(1, math.ceil(steps / 1000))
     out_device = x_ood.device
     with frozen(module):
         with torch.no_grad():
-            targets = _as_rows(z_in if z_in is not None else _batched(f, x_in, batch_size, dev)).detach().to(dev)
+            targets = _as_rows(z_in if z_in is not None else batched(lambda x: _as_rows(f(x)), x_in, batch_size, dev)
+                               ).detach().to(dev)
         _check_targets(targets, "z_in" if z_in is not None else "f(x_in)", first_index)
         n = targets.shape[0]
         x0_all = x_ood.expand(n, *x_ood.shape[1:]) if x_ood.shape[0] == 1 else x_ood
@@ -358,10 +397,6 @@ def _in_precision(f: Callable[[Tensor], Tensor], autocast: bool) -> Callable[[Te
         return z.float()
 
     return f_autocast
-
-
-def _batched(f: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, dev: torch.device) -> Tensor:
-    return torch.cat([_as_rows(f(x[i:i + batch_size].to(dev))) for i in range(0, x.shape[0], batch_size)])
 
 
 def _as_rows(z: Tensor) -> Tensor:

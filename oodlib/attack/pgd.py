@@ -34,8 +34,7 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ..models import resolve_device
-from .ood import _warn_nonfinite, _zero_nonfinite_rows, frozen, owning_module
+from .ood import AttackedSamples, _warn_nonfinite, _zero_nonfinite_rows, attack_device, attack_target, frozen
 
 Objective = Callable[[Tensor], Tensor]
 """A differentiable map from images (N, C, H, W) to one value per image (N,)."""
@@ -46,7 +45,7 @@ ALOE_EPS, ALOE_STEPS = 1 / 255, 10
 
 
 @dataclass
-class PGDResult:
+class PGDResult(AttackedSamples):
     """What :func:`pgd_linf` returns.
 
     Attributes
@@ -66,14 +65,6 @@ class PGDResult:
     history: Tensor
     nonfinite_steps: Tensor
     params: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def nonfinite_gradient(self) -> Tensor:
-        """(N,) bool: the samples that had a non-finite input gradient in at least one step."""
-        return self.nonfinite_steps > 0
 
 
 def quantise_perturbation(delta: Tensor, levels: int = PIXEL_LEVELS) -> Tensor:
@@ -103,18 +94,18 @@ def _check_images(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must hold finite values in [0, 1]")
 
 
-def _module_and_device(f: Objective, device: str | torch.device) -> tuple[torch.nn.Module | None, torch.device]:
-    """The module behind ``f`` (frozen during an attack) and the device to attack on: ``"auto"`` → the module's
-    device if it has parameters, else CUDA when available, else CPU."""
-    module = owning_module(f)
-    if device == "auto" and module is not None and any(True for _ in module.parameters()):
-        return module, next(module.parameters()).device
-    return module, resolve_device(device)
+def _target_and_device(f: Objective | torch.nn.Module, target: str | None, module: torch.nn.Module | None,
+                       device: str | torch.device) -> tuple[Objective, torch.nn.Module, torch.device]:
+    """The objective, the module behind it (frozen during an attack; :func:`oodlib.attack.ood.attack_target`) and
+    the device to attack on (:func:`oodlib.attack.ood.attack_device`)."""
+    f, module = attack_target(f, target, module)
+    return f, module, attack_device(module, device)
 
 
 def pgd_linf(f: Objective, x: Tensor, *, eps: float, steps: int, step_size: float, maximize: bool = True,
              random_start: bool = True, quantise: bool = False, keep_best: bool = False, batch_size: int = 256,
-             device: str | torch.device = "auto", seed: int = 0) -> PGDResult:
+             device: str | torch.device = "auto", seed: int = 0, target: str | None = None,
+             module: torch.nn.Module | None = None) -> PGDResult:
     """Projected gradient ascent (or descent) on ``f`` inside the L∞ ball of radius ``eps`` around ``x``
     (Madry et al. 2018), the attack of ATOM's and ALOE's evaluations.
 
@@ -123,9 +114,10 @@ def pgd_linf(f: Objective, x: Tensor, *, eps: float, steps: int, step_size: floa
 
     Parameters
     ----------
-    f : differentiable map from images to one value per image, e.g. a detector's in-score ``detector.score``.
-        If ``f`` is an ``nn.Module`` or a bound method of one, that module is put in eval mode with frozen
-        parameters for the attack and restored afterwards.
+    f : differentiable map from images to one value per image: a detector (its in-score, or the attack target
+        named by ``target``), an ``nn.Module`` or a bound method of one; that module is put in eval mode with
+        frozen parameters for the attack and restored afterwards. Another callable needs ``module``
+        (:func:`oodlib.attack.ood.attack_target`).
     x : images (N, C, H, W) in [0, 1].
     eps, steps, step_size : radius of the L∞ ball, number of iterations and per-step change per pixel, in [0, 1]
         pixel units. ``steps = 0`` with ``random_start`` returns a random point of the ball.
@@ -136,6 +128,7 @@ def pgd_linf(f: Objective, x: Tensor, *, eps: float, steps: int, step_size: floa
     batch_size : at most this many images at once; the result does not depend on it.
     device : ``"auto"`` → the module's device if ``f`` has one, else CUDA when available, else CPU.
     seed : seeds the random start.
+    target, module : as in :func:`oodlib.attack.ood_attack`.
 
     Numbers may be Python or NumPy scalars or 0-d tensors. A sample whose input gradient is NaN or ±inf in a
     step gets a zero step there (see the module's docstring): counted in ``nonfinite_steps``, named in one
@@ -151,7 +144,8 @@ def pgd_linf(f: Objective, x: Tensor, *, eps: float, steps: int, step_size: floa
         ``x`` empty (zero images), not NCHW or outside [0, 1]; ``eps`` / ``step_size`` not positive or not finite;
         ``steps`` negative; ``batch_size`` not positive; ``f`` not returning one value per image.
     TypeError
-        A boolean, a non-number, or a float where an integer is expected.
+        A boolean, a non-number, or a float where an integer is expected; an ``f`` refused by
+        :func:`oodlib.attack.ood.attack_target`.
     """
     _check_images(x)
     eps = _checks.number(eps, "eps", positive=True)
@@ -159,7 +153,7 @@ def pgd_linf(f: Objective, x: Tensor, *, eps: float, steps: int, step_size: floa
     steps = _checks.integer(steps, "steps", minimum=0)
     batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     seed = _checks.integer(seed, "seed", minimum=0, maximum=_checks.SEED_MAX)
-    module, dev = _module_and_device(f, device)
+    f, module, dev = _target_and_device(f, target, module, device)
     sign = 1.0 if maximize else -1.0
     gen = torch.Generator().manual_seed(seed)
     noise = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps if random_start else torch.zeros(x.shape)
@@ -219,7 +213,8 @@ def _pgd_batch(f: Objective, x0: Tensor, noise: Tensor, *, eps: float, steps: in
 
 
 def fgsm(f: Objective, x: Tensor, *, eps: float, maximize: bool = True, clamp: bool = True,
-         batch_size: int = 256, device: str | torch.device = "auto") -> Tensor:
+         batch_size: int = 256, device: str | torch.device = "auto", target: str | None = None,
+         module: torch.nn.Module | None = None) -> Tensor:
     """One fast-gradient-sign step (Goodfellow et al. 2015): ``x ± ε·sign(∇ₓ f(x))``.
 
     With ``f = EnergyObjective(model)`` and ``maximize=True`` this is AOE's augmentation / threat
@@ -227,14 +222,14 @@ def fgsm(f: Objective, x: Tensor, *, eps: float, maximize: bool = True, clamp: b
     [0, 1]; AOE's training code does not clamp (``clamp=False``).
 
     ``x`` : images (N, C, H, W) in [0, 1], N ≥ 1; ``eps`` a positive finite number (Python, NumPy or 0-d
-    tensor). A sample whose input gradient holds NaN or ±inf is returned unchanged (a zero step), and one
-    :class:`~oodlib.attack.ood.NonFiniteGradientWarning` names it. Raises ``ValueError`` / ``TypeError`` as
-    :func:`pgd_linf`.
+    tensor). ``f``, ``target``, ``module`` as in :func:`pgd_linf`. A sample whose input gradient holds NaN or ±inf
+    is returned unchanged (a zero step), and one :class:`~oodlib.attack.ood.NonFiniteGradientWarning` names it.
+    Raises ``ValueError`` / ``TypeError`` as :func:`pgd_linf`.
     """
     _check_images(x)
     eps = _checks.number(eps, "eps", positive=True)
     batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-    module, dev = _module_and_device(f, device)
+    f, module, dev = _target_and_device(f, target, module, device)
     sign = 1.0 if maximize else -1.0
     parts, counts = [], []
     with frozen(module):
@@ -252,31 +247,34 @@ def fgsm(f: Objective, x: Tensor, *, eps: float, maximize: bool = True, clamp: b
 
 
 def atom_threat(f: Objective, x_ood: Tensor, *, eps: float = ATOM_EPS, steps: int = ATOM_STEPS,
-                step_size: float = ATOM_STEP_SIZE, seed: int = 0, batch_size: int = 256) -> PGDResult:
+                step_size: float = ATOM_STEP_SIZE, seed: int = 0, batch_size: int = 256, target: str | None = None,
+                module: torch.nn.Module | None = None) -> PGDResult:
     """ATOM's evaluation threat (Chen et al., *ATOM: Robustifying Out-of-Distribution Detection Using Outlier
     Mining*, ECML-PKDD 2021): L∞ PGD on the OOD inputs raising the detector's in-score ``f``, ε = 8/255, 40 steps
-    of 1/255, random start, perturbation rounded to whole 8-bit levels."""
+    of 1/255, random start, perturbation rounded to whole 8-bit levels. ``target``, ``module``: as in
+    :func:`pgd_linf`."""
     _check_images(x_ood, "x_ood")
     return pgd_linf(f, x_ood, eps=eps, steps=steps, step_size=step_size, maximize=True, random_start=True,
-                    quantise=True, batch_size=batch_size, seed=seed)
+                    quantise=True, batch_size=batch_size, seed=seed, target=target, module=module)
 
 
 def aloe_threat(f: Objective, x_in: Tensor, x_ood: Tensor, *, eps: float = ALOE_EPS, steps: int = ALOE_STEPS,
-                step_size: float | None = None, seed: int = 0, batch_size: int = 256
-                ) -> tuple[PGDResult, PGDResult]:
+                step_size: float | None = None, seed: int = 0, batch_size: int = 256, target: str | None = None,
+                module: torch.nn.Module | None = None) -> tuple[PGDResult, PGDResult]:
     """ALOE's evaluation threat (Chen et al., *Robust Out-of-distribution Detection for Neural Networks*,
     arXiv 2003.09711): L∞ PGD with ε = 1/255 and 10 steps on **both** sides — the in-distribution inputs are
     pushed to lose in-score, the OOD inputs to gain it. Our sources do not give the step size; the default is
-    2.5·ε/steps (Madry et al. 2018). Returns (attacked in-distribution, attacked OOD)."""
+    2.5·ε/steps (Madry et al. 2018). ``target``, ``module``: as in :func:`pgd_linf`. Returns (attacked
+    in-distribution, attacked OOD)."""
     _check_images(x_in, "x_in")
     _check_images(x_ood, "x_ood")
     eps = _checks.number(eps, "eps", positive=True)
     steps = _checks.integer(steps, "steps", minimum=0 if step_size is not None else 1)
     alpha = 2.5 * eps / steps if step_size is None else step_size
-    attacked_in = pgd_linf(f, x_in, eps=eps, steps=steps, step_size=alpha, maximize=False, random_start=True,
-                           batch_size=batch_size, seed=seed)
-    attacked_out = pgd_linf(f, x_ood, eps=eps, steps=steps, step_size=alpha, maximize=True, random_start=True,
-                            batch_size=batch_size, seed=seed + 1)
+    common = dict(eps=eps, steps=steps, step_size=alpha, random_start=True, batch_size=batch_size, target=target,
+                  module=module)
+    attacked_in = pgd_linf(f, x_in, maximize=False, seed=seed, **common)
+    attacked_out = pgd_linf(f, x_ood, maximize=True, seed=seed + 1, **common)
     return attacked_in, attacked_out
 
 

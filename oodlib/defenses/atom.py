@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attack.pgd import pgd_linf
-from ..detectors.base import Detector, register_detector
+from ..detectors.base import ClassifierDetector, register_detector
 from ..training import fit, register_recipe
 from .common import attack_seed, outlier_pool, warm_start
 
@@ -134,7 +134,7 @@ def train_atom(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: t
 
 
 @register_detector
-class ATOM(Detector):
+class ATOM(ClassifierDetector):
     """ATOM's detector — Chen et al., *ATOM: Robustifying Out-of-Distribution Detection Using Outlier Mining*
     (ECML-PKDD 2021). In-score ``−softmax(x)[K] = −1 / (1 + Σ_k exp f_k(x))`` of the (K+1)-way classifier
     trained by the ``"atom"`` recipe (the probability of the OOD class, negated)."""

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..detectors.base import Detector, register_detector
+from ..detectors.base import ClassifierDetector, register_detector
+from ..utils import batched, eval_mode, module_device
 
 PAPER = "Pei, Zhang, Fan & Meng, Out-of-distribution Detection with Boundary Aware Learning (ECCV 2022)"
 
@@ -90,7 +91,7 @@ def nearest_l1(f: Tensor, c: Tensor, reference: Tensor, labels: Tensor) -> Tenso
 
 
 @register_detector
-class BAL(Detector):
+class BAL(ClassifierDetector):
     """Boundary Aware Learning — Pei et al., *Out-of-distribution Detection with Boundary Aware Learning*
     (ECCV 2022). In-score ``max softmax(x) · D(h(x), ĉ)`` with ĉ the predicted class (Algorithm 1, line 19).
 
@@ -143,16 +144,9 @@ class BAL(Detector):
         z = self.model.features(x)
         return self.in_distribution_probability(z, self.model.head(z).argmax(dim=1))
 
-    @torch.no_grad()
-    def discriminator_score_batched(self, x: Tensor, batch_size: int = 512) -> Tensor:
-        """:meth:`discriminator_score` of many images, without a graph, in eval mode, on the CPU."""
-        device = next(self.model.parameters()).device
-        was_training = self.training
-        self.eval()
-        out = torch.cat([self.discriminator_score(x[i:i + batch_size].to(device)).cpu()
-                         for i in range(0, len(x), batch_size)])
-        self.train(was_training)
-        return out
+    def discriminator_score_batched(self, x: Tensor, batch_size: int | None = None) -> Tensor:
+        """:meth:`discriminator_score` of many images, without a graph, in eval mode; float32 on the CPU, (N,)."""
+        return self._batched(self.discriminator_score, x, batch_size)
 
     def score(self, x: Tensor) -> Tensor:
         z = self.model.features(x)
@@ -164,12 +158,9 @@ class BAL(Detector):
 
     @torch.no_grad()
     def _features(self, x: Tensor, batch_size: int = 512) -> Tensor:
-        was_training = self.model.training
-        self.model.eval()
-        device = next(self.model.parameters()).device
-        z = torch.cat([self.model.features(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)])
-        self.model.train(was_training)
-        return z
+        device = module_device(self.model)
+        with eval_mode(self.model):
+            return batched(self.model.features, x, batch_size, device).to(device)
 
     def fit(self, x: Tensor | None = None, y: Tensor | None = None) -> "BAL":
         """Train the conditional GAN (Algorithm 1, lines 1–14) on the frozen classifier's features of the

@@ -29,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
-from .base import Detector, register_detector
+from ..utils import batched
+from .base import ClassifierDetector, register_detector
 
 _DOUBLE = torch.float64
 
@@ -147,7 +148,7 @@ def _em_step(gmm: SphericalGMM, u: Tensor, min_var: float) -> float:
 
 
 @register_detector
-class CCU(Detector):
+class CCU(ClassifierDetector):
     """Certified Certain Uncertainty — Meinke & Hein (2020), *Towards Neural Networks that Provably Know When
     They Don't Know*, Eq. 3: the classifier's posterior mixed with the uniform distribution by the ratio of an
     in- and an out-distribution Gaussian mixture in input space. In-score: ``max_y log p(y|x)``.
@@ -155,6 +156,9 @@ class CCU(Detector):
     Parameters
     ----------
     model : the classifier giving ``p(y|x, i) = softmax(model(x))``.
+
+    Attack targets: the classifier's ``"logits"`` and ``"features"``, the CCU model's ``"output"``
+    (:meth:`output`) and the mixtures' ``"density_log_odds"`` (:meth:`density_log_odds`).
     n_components : Gaussians in each mixture (reference: 100).
     lam : λ = p(o)/p(i) (reference: 1).
     sv_floor : floor of the metric's singular values, as a ratio to the largest (reference ``gen_gmm.py``: 1e6).
@@ -166,6 +170,7 @@ class CCU(Detector):
 
     name = "ccu"
     paper = "Meinke & Hein, ICLR 2020"
+    targets = ("score", "logits", "features", "output", "density_log_odds")
 
     def __init__(self, model: nn.Module, n_components: int = 100, lam: float = 1.0, sv_floor: float = 1e6,
                  em_iterations: int = 50, n_outliers: int = 4000, seed: int = 0) -> None:
@@ -244,12 +249,10 @@ def nearest_neighbour_distance(x: Tensor, data: Tensor, batch_size: int = 256) -
     attack cannot bring an image into the in-distribution mixture's support with a budget ε much smaller than
     this distance (Section 4).
     """
-    _checks.nonempty(x, "x")
     _checks.nonempty(data, "data")
-    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     flat_data = data.flatten(1).to(_DOUBLE)
-    return torch.cat([torch.cdist(x[i:i + batch_size].flatten(1).to(_DOUBLE), flat_data).amin(1)
-                      for i in range(0, len(x), batch_size)]).to(x.dtype)
+    distances = batched(lambda b: torch.cdist(b.flatten(1).to(_DOUBLE), flat_data.to(b.device)).amin(1), x, batch_size)
+    return distances.to(x.device, x.dtype)
 
 
 def ink_outside_support(x: Tensor, data: Tensor) -> Tensor:

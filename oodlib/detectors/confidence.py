@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import fit, register_recipe, tail_mean
-from .base import Detector, register_detector
+from .base import ClassifierDetector, register_detector
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -63,18 +63,19 @@ def classifier_input(model: nn.Module, x: Tensor) -> Tensor:
 
 
 @register_detector
-class ConfidenceCalibrated(Detector):
+class ConfidenceCalibrated(ClassifierDetector):
     """Maximum softmax of a confidence-calibrated classifier — Lee, Lee, Lee & Shin (2018), *Training
     Confidence-calibrated Classifiers for Detecting Out-of-Distribution Samples*, as the attack paper evaluates it
     (Appendix G).
 
     In-score ``max_c softmax(model(x))_c`` (the same formula as the MSP baseline; what differs is the training,
-    recipe ``"confidence_calibrated"``, :func:`train_confidence_calibrated`). The attack's target is
-    :meth:`classifier_input`.
+    recipe ``"confidence_calibrated"``, :func:`train_confidence_calibrated`). The attack's target in Appendix G.2
+    is ``"classifier_input"`` (:meth:`classifier_input`).
     """
 
     name = "confidence_calibrated"
     paper = "Lee, Lee, Lee & Shin, ICLR 2018"
+    targets = ("score", "logits", "features", "classifier_input")
 
     def score(self, x: Tensor) -> Tensor:
         return torch.softmax(self.model(x), dim=1).amax(dim=1)

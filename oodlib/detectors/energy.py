@@ -11,11 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
-from .base import Detector, register_detector
+from .base import ClassifierDetector, register_detector
 
 
 @register_detector
-class Energy(Detector):
+class Energy(ClassifierDetector):
     """Energy score — Liu, Wang, Owens & Li (NeurIPS 2020), *Energy-based Out-of-distribution Detection*.
 
     The free energy of the logits is ``E(x; T) = −T · logsumexp(f(x) / T)`` (their Eq. 5), lower for
@@ -33,7 +33,6 @@ class Energy(Detector):
     def __init__(self, model: nn.Module, temperature: float = 1.0) -> None:
         super().__init__(model)
         self.temperature = float(_checks.number(temperature, "temperature", positive=True))
-        self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def score(self, x: Tensor) -> Tensor:
         return self.temperature * torch.logsumexp(self.model(x) / self.temperature, dim=1)

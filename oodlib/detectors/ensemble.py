@@ -90,8 +90,8 @@ class DeepEnsemble(Detector):
     Predictive Uncertainty Estimation using Deep Ensembles*, scored as in the attack paper's Appendix F.1.
 
     In-score ``−H(p̄(·|x))``: the **negated** entropy of the members' average softmax (the paper's OOD score is
-    the entropy). The attack's target (Appendix F.2) is :meth:`EnsembleClassifier.concatenated_logits` of
-    ``self.model``.
+    the entropy). The attack target ``"logits"`` (Appendix F.2) is the members' logits side by side,
+    :meth:`EnsembleClassifier.concatenated_logits` of ``self.model``.
 
     Parameters
     ----------
@@ -102,12 +102,17 @@ class DeepEnsemble(Detector):
 
     name = "deep_ensemble"
     paper = "Lakshminarayanan, Pritzel & Blundell, NeurIPS 2017"
+    targets = ("score", "logits")
 
     def __init__(self, model: EnsembleClassifier | Sequence[nn.Module]) -> None:
         super().__init__(model if isinstance(model, EnsembleClassifier) else EnsembleClassifier(model))
 
     def score(self, x: Tensor) -> Tensor:
         return -predictive_entropy(self.model(x))
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Every member's logits side by side, (N, M·K) (Appendix F.2's ``f(x)``)."""
+        return self.model.concatenated_logits(x)
 
 
 def fgsm_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:

@@ -7,8 +7,9 @@ Appendix I).
   of the 8-bit image in bits per dimension; the paper's Appendix I attacks it with ``f(x) = S(x)``.
 
 Both wrap a :class:`oodlib.flows.Glow` (the ``model``) and follow the detector conventions: ``score`` is an
-**in-score** (the negated OOD score), ``attack_target`` is the paper's ``f(x)`` as an (N, 1) column for
-:func:`oodlib.attack.ood_attack`.
+**in-score** (the negated OOD score) and their one attack target; ``ood_score`` is the paper's quantity (NLL,
+``S``) for tables and figures. The paper attacks ``f(x)`` = the OOD score; matching the in-score ``−f(x)`` to
+``−f(x_in)`` is the same attack (the squared error and the MAPE are unchanged by negating both sides, bit for bit).
 
 ``L(x)`` is not differentiable: it is the length of a lossless code of the *quantised* image, a piecewise
 constant function of ``x`` whose derivative is zero wherever it exists. The detectors therefore evaluate ``L``
@@ -32,8 +33,8 @@ from ..attack import AttackResult, ood_attack
 from ..flows import Glow
 from .base import Detector, register_detector
 
-__all__ = ["GlowNLL", "InputComplexity", "ScoreAttack", "attack_from_starts", "attack_to_values", "ood_scores",
-           "png_bits_per_dim", "quantise_8bit"]
+__all__ = ["GlowNLL", "InputComplexity", "ScoreAttack", "attack_from_starts", "attack_to_values", "png_bits_per_dim",
+           "quantise_8bit"]
 
 
 def quantise_8bit(x: Tensor) -> Tensor:
@@ -79,6 +80,7 @@ class GlowNLL(Detector):
 
     name = "glow_nll"
     paper = "Nalisnick et al., ICLR 2019 (Glow: Kingma & Dhariwal, NeurIPS 2018)"
+    batch_size = 256
 
     def __init__(self, model: Glow) -> None:
         super().__init__(model)
@@ -90,10 +92,6 @@ class GlowNLL(Detector):
     def score(self, x: Tensor) -> Tensor:
         """In-score ``−NLL(x)`` (the method's NLL is an OOD score, negated here)."""
         return -self.ood_score(x)
-
-    def attack_target(self, x: Tensor) -> Tensor:
-        """The attack's ``f(x)``: the OOD score as an (N, 1) column (Section 3.2: ``f(x) = NLL(x)``)."""
-        return self.ood_score(x).unsqueeze(1)
 
 
 @register_detector
@@ -124,15 +122,16 @@ class InputComplexity(GlowNLL):
 
 @dataclass
 class ScoreAttack:
-    """Algorithm 1 on a detector's OOD score from one start image.
+    """Algorithm 1 on a detector's score from one start image. Every score here is an **in-score** (−NLL,
+    −S; float32 on the CPU); :attr:`attacked_ood` gives the paper's OOD score (NLL, S) of the attacked images.
 
     Attributes
     ----------
     start : name of the start image.
     x_start, x_attacked : start images x'_out and attacked images x_out, (N, C, H, W).
-    target : the OOD scores the attack matched (those of the paired in-distribution images, or chosen values).
-    clean, attacked : OOD scores of the start and attacked images, (N,).
-    attacked_8bit : OOD scores of the attacked images rounded to 8 bits (:func:`quantise_8bit`), (N,).
+    target : the in-scores the attack matched (those of the paired in-distribution images, or chosen values).
+    clean, attacked : in-scores of the start and attacked images, (N,).
+    attacked_8bit : in-scores of the attacked images rounded to 8 bits (:func:`quantise_8bit`), (N,).
     mape : per-sample MAPE of the attacked score against the target (Section 3), (N,).
     result : the attack's full :class:`~oodlib.attack.AttackResult`.
     """
@@ -147,21 +146,16 @@ class ScoreAttack:
     mape: Tensor
     result: AttackResult
 
-
-@torch.no_grad()
-def ood_scores(detector: GlowNLL, x: Tensor, batch_size: int = 256) -> Tensor:
-    """The detector's OOD score of many images (N ≥ 1; no graph), on the CPU."""
-    _checks.nonempty(x, "x")
-    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-    device = next(detector.model.parameters()).device
-    return torch.cat([detector.ood_score(x[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, len(x), batch_size)])
+    @property
+    def attacked_ood(self) -> Tensor:
+        """The paper's OOD score (NLL or S, bits per dimension) of the attacked images, (N,)."""
+        return -self.attacked
 
 
 def attack_from_starts(detector: GlowNLL, x_in: Tensor, starts: list[str], *, eps: float, steps: int,
                        seed: int = 0, **attack_options) -> dict[str, ScoreAttack]:
-    """Algorithm 1 with ``f`` = the detector's OOD score (Section 3.2: the NLL; Appendix I: NLL − L): from each
-    start image, one attacked image per in-distribution image of ``x_in``, whose score is matched.
+    """Algorithm 1 with ``f`` = the detector's score (Section 3.2: the NLL; Appendix I: NLL − L; as in-scores):
+    from each start image, one attacked image per in-distribution image of ``x_in``, whose score is matched.
 
     The start images are built at ``x_in``'s size and channels (a colour spiral becomes grey on a grey flow);
     all starts are attacked in one batch. ``attack_options`` go to :func:`~oodlib.attack.ood_attack`.
@@ -169,17 +163,18 @@ def attack_from_starts(detector: GlowNLL, x_in: Tensor, starts: list[str], *, ep
     _checks.nonempty(x_in, "x_in")
     n, size, channels = len(x_in), x_in.shape[-1], x_in.shape[1]
     x_start = torch.cat([data.start_batch(s, n, size=size, channels=channels, seed=seed) for s in starts])
-    target = ood_scores(detector, x_in).repeat(len(starts))
+    target = detector.score_batched(x_in).repeat(len(starts))
     runs = _attack(detector, x_start, target, eps=eps, steps=steps, seed=seed, **attack_options)
     return {s: runs.part(s, slice(i * n, (i + 1) * n)) for i, s in enumerate(starts)}
 
 
 def attack_to_values(detector: GlowNLL, start: str, values: list[float], *, size: int, channels: int,
                      eps: float, steps: int, seed: int = 0, **attack_options) -> ScoreAttack:
-    """Algorithm 1 from one start image toward chosen OOD-score values (``z_in`` = constants): Section 3.2's
-    claim that the NLL of an OOD image can be made "close to 0 or very large"."""
+    """Algorithm 1 from one start image toward chosen values of the paper's OOD score (NLL, S: ``values``, the
+    in-score targets are their negations): Section 3.2's claim that the NLL of an OOD image can be made "close to
+    0 or very large"."""
     x_start = data.start_batch(start, len(values), size=size, channels=channels, seed=seed)
-    target = torch.tensor(values, dtype=torch.float32)
+    target = -torch.tensor(values, dtype=torch.float32)
     return _attack(detector, x_start, target, eps=eps, steps=steps, seed=seed, **attack_options).part(
         start, slice(0, len(values)))
 
@@ -195,18 +190,18 @@ class _Batch:
 
     def part(self, start: str, rows: slice) -> ScoreAttack:
         x_attacked = self.result.x[rows]
-        attacked = ood_scores(self.detector, x_attacked)
+        attacked = self.detector.score_batched(x_attacked)
         target = self.target[rows]
         return ScoreAttack(start=start, x_start=self.x_start[rows], x_attacked=x_attacked, target=target,
-                           clean=ood_scores(self.detector, self.x_start[rows]), attacked=attacked,
-                           attacked_8bit=ood_scores(self.detector, quantise_8bit(x_attacked)),
+                           clean=self.detector.score_batched(self.x_start[rows]), attacked=attacked,
+                           attacked_8bit=self.detector.score_batched(quantise_8bit(x_attacked)),
                            mape=metrics.mape(attacked.unsqueeze(1), target.unsqueeze(1)).float(),
                            result=_rows(self.result, rows))
 
 
 def _attack(detector: GlowNLL, x_start: Tensor, target: Tensor, *, eps: float, steps: int, seed: int,
             **attack_options) -> _Batch:
-    result = ood_attack(detector.attack_target, None, x_start, z_in=target.unsqueeze(1), eps=eps, steps=steps,
+    result = ood_attack(detector, None, x_start, z_in=target.unsqueeze(1), target="score", eps=eps, steps=steps,
                         seed=seed, **attack_options)
     return _Batch(detector, x_start, target, result)
 

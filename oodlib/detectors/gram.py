@@ -30,7 +30,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .base import Detector, register_detector
+from ..utils import batched, eval_mode, module_device
+from .base import ClassifierDetector, register_detector
 
 ROOTS = ("direct", "log")
 LOG_EPS = 1e-40  # Appendix H.2 (b)
@@ -89,7 +90,7 @@ def deviation(g: Tensor, low: Tensor, high: Tensor) -> Tensor:
 
 
 @register_detector
-class Gram(Detector):
+class Gram(ClassifierDetector):
     """Gram-matrix total deviation — Sastry & Oore (ICML 2020), *Detecting Out-of-Distribution Examples with
     Gram Matrices*; in-score −Δ (module docstring), the detector of the attack paper's Appendix H.
 
@@ -125,7 +126,6 @@ class Gram(Detector):
         self.fitted_powers = 0
         self.n_layers = 0
         self.n_fit_images = self.n_holdout_images = 0
-        self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def with_options(self, *, powers: int | None = None, root: str | None = None,
                      dtype: torch.dtype | None = None) -> "Gram":
@@ -169,30 +169,45 @@ class Gram(Detector):
             keep, held = self._split(len(x))
             x, x_holdout = x[keep], x[held]
         self.n_fit_images, self.n_holdout_images = len(x), len(x_holdout)
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        chunks = [self.gram_features(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
-        feats = [torch.cat([c[0][layer] for c in chunks]) for layer in range(len(chunks[0][0]))]
-        predicted = torch.cat([c[1] for c in chunks]).argmax(dim=1)
-        num_classes = int(getattr(self.model, "num_classes", int(predicted.max()) + 1))
-        self.n_layers, self.fitted_powers = len(feats), self.powers
-        for layer, f in enumerate(feats):
-            low, high = _class_extremes(f, predicted, num_classes)
-            self.register_buffer(f"low_{layer}", low)
-            self.register_buffer(f"high_{layer}", high)
-        held = torch.cat([self.power_deviations(x_holdout[i:i + batch_size].to(device))
-                          for i in range(0, len(x_holdout), batch_size)])
-        self.register_buffer("holdout_mean", held.double().mean(dim=0))
-        self.model.train(was_training)
+        device = module_device(self.model)
+        with eval_mode(self.model):
+            feats, predicted = self._fit_features(x, batch_size, device)
+            num_classes = int(getattr(self.model, "num_classes", int(predicted.max()) + 1))
+            self.n_layers, self.fitted_powers = len(feats), self.powers
+            for layer, f in enumerate(feats):
+                low, high = _class_extremes(f, predicted, num_classes)
+                self.register_buffer(f"low_{layer}", low)
+                self.register_buffer(f"high_{layer}", high)
+            held = batched(self.power_deviations, x_holdout, batch_size, device)
+        self.register_buffer("holdout_mean", held.double().mean(dim=0).to(device))
         return self
+
+    def _fit_features(self, x: Tensor, batch_size: int, device: torch.device) -> tuple[list[Tensor], Tensor]:
+        """Per layer the (N, P, C_ℓ) Gram features of ``x`` and the predicted classes (N,), on ``device``."""
+        shapes: list[torch.Size] = []
+
+        def flat(images: Tensor) -> Tensor:
+            feats, logits = self.gram_features(images)
+            shapes[:] = [f.shape[1:] for f in feats]
+            predicted = logits.argmax(dim=1, keepdim=True).to(feats[0].dtype)
+            return torch.cat([f.flatten(1) for f in feats] + [predicted], dim=1)
+
+        out = batched(flat, x, batch_size, device).to(device)
+        parts = out.split([shape.numel() for shape in shapes] + [1], dim=1)
+        feats = [part.reshape(len(x), *shape) for part, shape in zip(parts, shapes)]
+        return feats, parts[-1].flatten().long()
 
     # ------------------------------------------------------------------------------------------------- scoring
 
-    def power_deviations(self, x: Tensor) -> Tensor:
-        """δ_{ℓ,p}(x) for the predicted class of each image, shape (N, L, P), before normalisation."""
-        if self.n_layers == 0:
+    def _check_fitted(self, holdout: bool = True) -> None:
+        """``RuntimeError`` unless the class extremes (and, with ``holdout``, the held-out normalisation) exist."""
+        if self.n_layers == 0 or (holdout and "holdout_mean" not in self._buffers):
             raise RuntimeError("call fit(x_train) before scoring")
+
+    def power_deviations(self, x: Tensor) -> Tensor:
+        """δ_{ℓ,p}(x) for the predicted class of each image, shape (N, L, P), before normalisation. Raises
+        ``RuntimeError`` before :meth:`fit`."""
+        self._check_fitted(holdout=False)
         feats, logits = self.gram_features(x)
         predicted = logits.argmax(dim=1)
         out = []
@@ -203,7 +218,9 @@ class Gram(Detector):
         return torch.stack(out, dim=1)
 
     def layer_deviations(self, x: Tensor) -> Tensor:
-        """Each layer's deviation (summed over powers 1..P) divided by its mean on held-out ID images, (N, L)."""
+        """Each layer's deviation (summed over powers 1..P) divided by its mean on held-out ID images, (N, L).
+        Raises ``RuntimeError`` before :meth:`fit`."""
+        self._check_fitted()
         scale = self.holdout_mean[:, :self.powers].sum(dim=1).clamp_min(SCALE_FLOOR).to(self.dtype)
         return self.power_deviations(x).sum(dim=2) / scale
 
@@ -217,6 +234,10 @@ class Gram(Detector):
     def score(self, x: Tensor) -> Tensor:
         """In-score −Δ(x) (the method's total deviation is an OOD score, negated here)."""
         return -self.total_deviation(x)
+
+    def ood_score(self, x: Tensor) -> Tensor:
+        """The method's OOD score, the total deviation Δ(x), (N,)."""
+        return self.total_deviation(x)
 
 
 def _class_extremes(features: Tensor, predicted: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training import minibatches, register_recipe
-from .base import Detector, register_detector
+from .base import ClassifierDetector, register_detector
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -53,7 +53,7 @@ def log_px_gradient(model: nn.Module, x: Tensor, create_graph: bool = False) -> 
 
 
 @register_detector
-class JEMLogPx(Detector):
+class JEMLogPx(ClassifierDetector):
     """JEM's first score (Grathwohl et al. 2020, Table 3; the attack paper's Table 8, first column): the
     unnormalised log-likelihood ``log p(x) = logsumexp_y f(x)[y]``. An in-score as it stands; the same formula as
     the energy score of Liu et al. (2020), here on a classifier trained as an energy-based model."""
@@ -66,7 +66,7 @@ class JEMLogPx(Detector):
 
 
 @register_detector
-class JEMMaxProb(Detector):
+class JEMMaxProb(ClassifierDetector):
     """JEM's second score (Grathwohl et al. 2020, Table 3; Table 8, second column): ``max_y p(y|x)``, the maximum
     softmax probability of the JEM-trained classifier."""
 
@@ -78,7 +78,7 @@ class JEMMaxProb(Detector):
 
 
 @register_detector
-class JEMGradNorm(Detector):
+class JEMGradNorm(ClassifierDetector):
     """JEM's third score (Grathwohl et al. 2020, Table 3, "approximate mass"; Table 8, third column):
     ``−‖∂ log p(x)/∂x‖₂``. A small input gradient of the log-density marks a point near a mode of ``p(x)``.
 

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import _checks
-from .base import Detector, register_detector
+from ..utils import batched, eval_mode, module_device
+from .base import ClassifierDetector, register_detector
 
 
 def pooled(feature_map: Tensor) -> Tensor:
@@ -70,7 +71,7 @@ def half_squared_distances(h: Tensor, means: Tensor, precision: Tensor) -> Tenso
 
 
 @register_detector
-class Mahalanobis(Detector):
+class Mahalanobis(ClassifierDetector):
     """Mahalanobis distance on multi-layer features — Lee, Lee, Lee & Shin (NeurIPS 2018), *A Simple Unified
     Framework for Detecting Out-of-Distribution Samples and Adversarial Attacks*; layers averaged as in the attack
     paper's Appendix D.1 (module docstring).
@@ -95,7 +96,6 @@ class Mahalanobis(Detector):
         self.layers = None if layers is None else tuple(int(i) for i in layers)
         self.ridge = float(_checks.number(ridge, "ridge", nonnegative=True))
         self.n_layers = 0
-        self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def with_magnitude(self, magnitude: float) -> "Mahalanobis":
         """A copy sharing the fitted means and precisions, with another preprocessing magnitude (PM)."""
@@ -112,8 +112,8 @@ class Mahalanobis(Detector):
         return [pooled(m) for m in chosen]
 
     def features(self, x: Tensor) -> Tensor:
-        """The concatenated pooled features of the original (not preprocessed) input, (N, Σ D_ℓ): the attack's
-        second target ``f(x)`` in Appendix D.2 ("the concatenation of the feature vectors")."""
+        """The concatenated pooled features of the original (not preprocessed) input, (N, Σ D_ℓ): the attack
+        target ``"features"``, the second ``f(x)`` of Appendix D.2 ("the concatenation of the feature vectors")."""
         return torch.cat(self.pooled_features(x), dim=1)
 
     # ------------------------------------------------------------------------------------------------ fitting
@@ -123,18 +123,21 @@ class Mahalanobis(Detector):
         """Class means and tied precision per layer from training images ``x`` with their true labels ``y``."""
         if x is None or y is None:
             raise ValueError("Mahalanobis.fit needs training images x and their labels y")
-        batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-        device = next(self.model.parameters()).device
-        was_training = self.model.training
-        self.model.eval()
-        chunks = [self.pooled_features(x[i:i + batch_size].to(device)) for i in range(0, len(x), batch_size)]
-        self.model.train(was_training)
+        device = module_device(self.model)
+        widths: list[int] = []
+
+        def concatenated(images: Tensor) -> Tensor:
+            layers = self.pooled_features(images)
+            widths[:] = [h.shape[1] for h in layers]
+            return torch.cat(layers, dim=1)
+
+        with eval_mode(self.model):
+            features = batched(concatenated, x, batch_size, device).to(device)
         labels = y.to(device)
         num_classes = int(getattr(self.model, "num_classes", int(labels.max()) + 1))
-        self.n_layers = len(chunks[0])
-        for layer in range(self.n_layers):
-            features = torch.cat([c[layer] for c in chunks])
-            means, precision = tied_gaussian(features, labels, num_classes, self.ridge)
+        self.n_layers = len(widths)
+        for layer, h in enumerate(features.split(widths, dim=1)):
+            means, precision = tied_gaussian(h, labels, num_classes, self.ridge)
             self.register_buffer(f"means_{layer}", means)
             self.register_buffer(f"precision_{layer}", precision)
         return self

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Detector, register_detector
+from .base import ClassifierDetector, register_detector
 
 
 @register_detector
-class MSP(Detector):
+class MSP(ClassifierDetector):
     """Maximum softmax probability — Hendrycks & Gimpel (2017), *A Baseline for Detecting Misclassified and
     Out-of-Distribution Examples in Neural Networks*. In-score ``max_c softmax(f(x))_c``; the detector of the
     attack paper's Table 1."""

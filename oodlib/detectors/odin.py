@@ -8,7 +8,8 @@ ODIN sharpens the maximum-softmax baseline in two ways (ODIN paper, Eqs. 1–2):
 
 The in-score is ``S(x̃; T)``. The attack paper (Appendix C.1) calls ε the perturbation magnitude PM, sweeps
 T ∈ {1, 10, 100, 1000} × PM ∈ {0, 0.001, 0.002, 0.004} (Table 2), and attacks ``f(x) = logits of x̃``
-(Appendix C.2), i.e. the attack differentiates *through* the preprocessing.
+(Appendix C.2), i.e. the attack differentiates *through* the preprocessing: the detector's attack target
+``"logits"``.
 
 Differentiating through the preprocessing
 -----------------------------------------
@@ -31,11 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _checks
-from .base import Detector, register_detector
+from .base import ClassifierDetector, register_detector
 
 
 @register_detector
-class ODIN(Detector):
+class ODIN(ClassifierDetector):
     """ODIN — Liang, Li & Srikant (ICLR 2018), *Enhancing the Reliability of Out-of-distribution Image Detection
     in Neural Networks*. In-score ``max_c softmax(f(x̃) / T)_c`` with the preprocessed input x̃ (module docstring).
 
@@ -54,7 +55,6 @@ class ODIN(Detector):
         super().__init__(model)
         self.temperature = float(_checks.number(temperature, "temperature", positive=True))
         self.magnitude = float(_checks.number(magnitude, "magnitude", nonnegative=True))
-        self.train(model.training)  # mirror the model's mode, so score_batched restores it as it was
 
     def step_direction(self, x: Tensor) -> Tensor:
         """``sign(∇ₓ CE(f(x)/T, ŷ))`` (ODIN paper, Eq. 2), computed on a detached copy of ``x``: a constant.
@@ -74,10 +74,11 @@ class ODIN(Detector):
             return x
         return x - self.magnitude * self.step_direction(x)
 
-    def preprocessed_logits(self, x: Tensor) -> Tensor:
-        """``f(x̃)``: the attack's target ``f(x)`` in Appendix C.2 ("the logits output from the model, given the
-        preprocessed input"), shape (N, K)."""
+    def logits(self, x: Tensor) -> Tensor:
+        """``f(x̃)``, the logits of the **preprocessed** input, shape (N, K): the attack target ``"logits"``, the
+        ``f(x)`` of Appendix C.2 ("the logits output from the model, given the preprocessed input"); with
+        ``magnitude=0`` the classifier's plain logits."""
         return self.model(self.preprocess(x))
 
     def score(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.preprocessed_logits(x) / self.temperature, dim=1).amax(dim=1)
+        return torch.softmax(self.logits(x) / self.temperature, dim=1).amax(dim=1)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .. import data
 from ..training import fit, register_recipe, tail_mean
-from .base import Detector, register_detector
+from .base import ClassifierDetector, register_detector
 
 if TYPE_CHECKING:
     from ..data import ImageSet
@@ -55,7 +55,7 @@ def outlier_exposure_loss(logits_in: Tensor, y_in: Tensor, logits_out: Tensor, l
 
 
 @register_detector
-class OutlierExposure(Detector):
+class OutlierExposure(ClassifierDetector):
     """Outlier Exposure score — Hendrycks, Mazeika & Dietterich (2019), *Deep Anomaly Detection with Outlier
     Exposure*, as the attack paper evaluates it (Appendix E.1, from the reference code).
 

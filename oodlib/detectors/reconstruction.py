@@ -16,7 +16,7 @@ class ReconstructionError(Detector):
     The method's OOD score is ``||x − x̂||_2`` with ``x̂ = decode(encode(x))``; following the book's in-score
     convention it is **negated**: ``score(x) = −||x − x̂||_2`` (higher = more in-distribution). The score is
     differentiable in ``x``. ``fit`` needs no statistics: the auto-encoder is trained beforehand
-    (:func:`oodlib.autoencoder.get_autoencoder`).
+    (:func:`oodlib.autoencoder.get_autoencoder`). Attack targets: ``"score"`` and the ``"code"`` z.
 
     Parameters
     ----------
@@ -26,9 +26,18 @@ class ReconstructionError(Detector):
 
     name = "reconstruction"
     paper = "Liang et al. 2020, Section 2.4 (auto-encoder detectors: Chalapathy & Chawla 2019)"
+    targets = ("score", "code")
 
     def __init__(self, model: ConvAutoEncoder) -> None:
         super().__init__(model)
 
     def score(self, x: Tensor) -> Tensor:
-        return -self.model.reconstruction_error(x)
+        return -self.ood_score(x)
+
+    def ood_score(self, x: Tensor) -> Tensor:
+        """The reconstruction error ``||x − x̂||_2``, (N,): the method's OOD score."""
+        return self.model.reconstruction_error(x)
+
+    def code(self, x: Tensor) -> Tensor:
+        """The auto-encoder's code z = encode(x), (N, latent_dim): Section 2.4's attack target ``f(x)``."""
+        return self.model.encode(x)

@@ -61,7 +61,7 @@ generate_steps: int = 200  # > 0; SGLD steps of the generation
 import torch
 
 import oodlib.detectors.jem as jem
-from oodlib import data, experiments, metrics, plots
+from oodlib import data, experiments, metrics, plots, samplers
 from oodlib.attack import ood_attack
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
@@ -119,8 +119,8 @@ profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "sg
 # {glue:text}`train_seconds:.0f` s of training (wall-clock time on the machine that trained it).
 
 # %%
-x_generated = jem.sample_images(model, n_generated, steps=generate_steps, step_size=sgld_step_size,
-                                noise=sgld_noise, seed=seed)
+x_generated = samplers.sample_images(model, n_generated, steps=generate_steps, step_size=sgld_step_size,
+                                     noise=sgld_noise, seed=seed)
 fig = plots.image_grid({"test images": test.subset(n_generated // 2, seed=seed).x,
                         "SGLD samples": x_generated[:n_generated // 2], "more samples": x_generated[n_generated // 2:]},
                        n=n_generated // 2)

@@ -117,9 +117,9 @@ class ConvAutoEncoder(nn.Module):
 class AutoEncoderSpec:
     """Everything that determines a trained :class:`ConvAutoEncoder`.
 
-    Training (:func:`oodlib.recipes.autoencoder.train_autoencoder`): mean squared reconstruction error, Adam with learning rate ``lr`` and a
-    cosine decay, mini-batches of ``batch_size`` in a seeded order, ``epochs`` passes over the training split of
-    ``dataset`` (resized to ``image_size`` / ``channels`` when given).
+    Training (:func:`oodlib.recipes.autoencoder.train_autoencoder`): mean squared reconstruction error, Adam with
+    learning rate ``lr`` and a cosine decay, mini-batches of ``batch_size`` in a seeded order, ``epochs`` passes over
+    the training split of ``dataset`` (resized to ``image_size`` / ``channels`` when given).
     """
 
     dataset: str = "mnist5k"

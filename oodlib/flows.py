@@ -162,7 +162,7 @@ class Glow(nn.Module):
         n = _checks.integer(n, "n", minimum=1)
         temperature = _checks.number(temperature, "temperature", nonnegative=True)
         generator = torch.Generator().manual_seed(seed)
-        device = next(self.parameters()).device
+        device = module_device(self)
         z = temperature * torch.randn((n, self.n_dims), generator=generator)
         return self.decode(z.to(device))
 

@@ -123,7 +123,8 @@ AUTOENCODERS = Artifact("autoencoders", "auto-encoder",
                         build=lambda spec, meta: spec.build(meta["in_channels"], meta["image_size"]),
                         train=lambda spec, device, store: recipes.autoencoder.train(spec, device))
 FLOWS = Artifact("flows", "flow", lambda spec: _training_code(flows_module, recipes.flow),
-                 build=lambda spec, meta: spec.build(), train=lambda spec, device, store: recipes.flow.train(spec, device),
+                 build=lambda spec, meta: spec.build(),
+                 train=lambda spec, device, store: recipes.flow.train(spec, device),
                  versions=lambda: {"normflows": metadata.version("normflows")}, read_back=True)
 
 ARTIFACTS: dict[type, Artifact] = {ModelSpec: CLASSIFIERS, AutoEncoderSpec: AUTOENCODERS, FlowSpec: FLOWS}

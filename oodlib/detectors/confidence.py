@@ -46,8 +46,8 @@ class ConfidenceCalibrated(Detector):
     (Appendix G).
 
     In-score ``max_c softmax(model(x))_c`` (the same formula as the MSP baseline; what differs is the training,
-    recipe ``"confidence_calibrated"``, :func:`oodlib.recipes.confidence.train_confidence_calibrated`). The attack's target is
-    :meth:`classifier_input`.
+    recipe ``"confidence_calibrated"``, :func:`oodlib.recipes.confidence.train_confidence_calibrated`). The attack's
+    target is :meth:`classifier_input`.
     """
 
     name = "confidence_calibrated"

@@ -27,7 +27,7 @@
 # logits, and ran Algorithm 1 with ε = 10, α = ε/100, N = 10³ from a **colour-spiral** start image: from random
 # noise, "many generated images look like images in CIFAR10", so noise was not a fair OOD start. Its Table 8
 # reports the AUROCs 0.559, 0.513 and 0.203 for the three scores. This chapter trains a JEM with the library's
-# recipe (`oodlib.detectors.jem`, recipe `"jem"`), measures the three scores before and after the attack, and
+# recipe (`oodlib.recipes.jem`, recipe `"jem"`), measures the three scores before and after the attack, and
 # looks at the images the attack makes.
 
 # %% tags=["parameters"]

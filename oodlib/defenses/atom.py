@@ -1,16 +1,8 @@
 """ATOM — Adversarial Training with informative Outlier Mining (Chen, Li, Wu, Liang, Jha, *ATOM: Robustifying
 Out-of-Distribution Detection Using Outlier Mining*, ECML-PKDD 2021).
 
-ATOM trains a (K+1)-way classifier whose extra class K means "out of distribution" (the recipe of the authors'
-code, ``shared/reference/defenses.md``; here :mod:`oodlib.recipes.atom`):
-
-- every epoch, **mine** outliers: score a pool of auxiliary outliers by P(class K) in eval mode, sort ascending,
-  skip the lowest fraction q = 0.125 (the most in-distribution-looking ones are likely noise) and keep the next
-  2 × |training set| as this epoch's outliers;
-- per step, 64 inliers and 128 mined outliers, the second half of the outliers replaced by L∞ PGD examples
-  (ε = 8/255, 5 steps of 2/255, random start rounded to whole 8-bit levels, each keeping its best iterate) that
-  raise the cross-entropy to class K;
-- loss ``CE(inliers, y) + 1.0 · CE(outliers ∪ adversarial outliers, K)``.
+ATOM trains a (K+1)-way classifier whose extra class K means "out of distribution", on mined and adversarial
+auxiliary outliers (the recipe of the authors' code: :mod:`oodlib.recipes.atom`).
 
 The detector's in-score is ``−softmax(x)[K]`` (:class:`ATOM`).
 

@@ -283,8 +283,9 @@ class ModelStore:
         """The trained module for ``spec`` in eval mode on ``device``: loaded if cached and intact, else trained
         (once, even when several processes ask at the same time) and stored. Raises ``ValueError`` for an
         invalid spec, ``TypeError`` for a spec type the store does not cache."""
+        kind = artifact(spec)
         spec.validate()
-        kind, dev = artifact(spec), models.resolve_device(device)
+        dev = models.resolve_device(device)
 
         def train() -> tuple[nn.Module, dict]:
             module, facts = kind.train(spec, dev, self)

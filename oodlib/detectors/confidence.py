@@ -3,13 +3,8 @@ Appendix G.
 
 A classifier is trained jointly with a GAN whose generator learns to produce samples in the low-density boundary
 of the in-distribution data, on which the classifier is taught to be uncertain (the "joint confidence loss" of Lee
-et al. 2018; reference code ``alinlab/Confident_classifier``, ``run_joint_confidence.py``):
-
-- discriminator D: the usual GAN loss, real images against generated ones;
-- generator G: the GAN loss plus ``β · KL(U ‖ softmax(f(G(z))))``, pulling its samples to where f is uncertain;
-- classifier f: ``NLL(f(x), y) + β · KL(U ‖ softmax(f(G(z))))``.
-
-The training (the GAN, the loss and its settings) is the recipe :mod:`oodlib.recipes.confidence`.
+et al. 2018; reference code ``alinlab/Confident_classifier``). The training — the GAN, the loss and its settings —
+is the recipe :mod:`oodlib.recipes.confidence`.
 
 Score (Appendix G.1): the maximum softmax probability, an in-score. The attack (Appendix G.2) matches "the vector
 input to the classifier module of VGG13": the reference VGG13 is a convolutional ``features`` module followed by a

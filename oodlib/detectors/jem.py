@@ -21,6 +21,7 @@ from torch import Tensor
 from ..losses import log_px, log_px_gradient
 from .base import Detector, register_detector
 
+
 @register_detector
 class JEMLogPx(Detector):
     """JEM's first score (Grathwohl et al. 2020, Table 3; the attack paper's Table 8, first column): the

@@ -133,6 +133,34 @@ def test_importing_a_submodule_counts_its_package(tmp_path):
     assert cycles(graph) == [["pkg.sub", "pkg.sub.leaf", "pkg.top"]]
 
 
+LAYERS = {1: ("_checks", "utils", "losses", "params"), 2: ("data", "models", "metrics", "flows"),
+          3: ("attack", "autoencoder", "detectors", "defenses.atom", "defenses.bal"),
+          4: ("training", "samplers", "recipes"), 5: ("store",)}
+"""CONTRIBUTING.md's layers 1-5 (a name covers its submodules); every other module is in layer 6, the top."""
+
+
+def layer(module: str) -> int:
+    """The layer of ``oodlib.<name>``: that of the longest name of :data:`LAYERS` it is or lies in, else 6."""
+    name, best = module.removeprefix("oodlib."), (0, 6)
+    for number, names in LAYERS.items():
+        for entry in names:
+            if (name == entry or name.startswith(entry + ".")) and len(entry) > best[0]:
+                best = (len(entry), number)
+    return best[1]
+
+
+def test_a_module_imports_only_from_its_own_layer_or_below():
+    upward = [f"{m} (layer {layer(m)}) -> {t} (layer {layer(t)})" for m in sorted(GRAPH) for t in sorted(GRAPH[m])
+              if layer(t) > layer(m)]
+    assert not upward, "imports from a higher layer:\n" + "\n".join(upward)
+
+
+def test_layer_lookup():
+    assert [layer(m) for m in ("oodlib.losses", "oodlib.flows", "oodlib.detectors.glow", "oodlib.defenses.atom",
+                               "oodlib.defenses.leaderboard", "oodlib.recipes.jem", "oodlib.store",
+                               "oodlib.experiments")] == [1, 2, 3, 3, 6, 4, 5, 6]
+
+
 DETECTOR_MODULES = sorted(m for m in GRAPH if m.startswith("oodlib.detectors")) + ["oodlib.defenses.atom",
                                                                                    "oodlib.defenses.bal"]
 

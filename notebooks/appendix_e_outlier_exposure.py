@@ -47,8 +47,9 @@ import torch
 
 from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
-from oodlib.detectors.outlier_exposure import OE_LAMBDA, OUTLIER_BATCH_FACTOR, OutlierExposure
+from oodlib.detectors.outlier_exposure import OutlierExposure
 from oodlib.params import check_chapter
+from oodlib.recipes.outlier_exposure import OE_LAMBDA, OUTLIER_BATCH_FACTOR
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 

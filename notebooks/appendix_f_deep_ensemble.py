@@ -43,8 +43,9 @@ import torch
 from oodlib import data, experiments, metrics, plots, training
 from oodlib.attack import ood_attack
 from oodlib.detectors import make_detector
-from oodlib.detectors.ensemble import ADVERSARIAL_EPS, DeepEnsemble, member_specs
+from oodlib.detectors.ensemble import DeepEnsemble
 from oodlib.params import check_chapter
+from oodlib.recipes.ensemble import ADVERSARIAL_EPS, member_specs
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 

@@ -60,8 +60,9 @@ import torch
 
 from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
-from oodlib.detectors.confidence import GAN_LR, ConfidenceCalibrated
+from oodlib.detectors.confidence import ConfidenceCalibrated
 from oodlib.params import check_chapter
+from oodlib.recipes.confidence import GAN_LR
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 

@@ -27,7 +27,7 @@
 # logits, and ran Algorithm 1 with ε = 10, α = ε/100, N = 10³ from a **colour-spiral** start image: from random
 # noise, "many generated images look like images in CIFAR10", so noise was not a fair OOD start. Its Table 8
 # reports the AUROCs 0.559, 0.513 and 0.203 for the three scores. This chapter trains a JEM with the library's
-# recipe (`oodlib.detectors.jem`, recipe `"jem"`), measures the three scores before and after the attack, and
+# recipe (`oodlib.recipes.jem`, recipe `"jem"`), measures the three scores before and after the attack, and
 # looks at the images the attack makes.
 
 # %% tags=["parameters"]
@@ -61,7 +61,7 @@ generate_steps: int = 200  # > 0; SGLD steps of the generation
 import torch
 
 import oodlib.detectors.jem as jem
-from oodlib import data, experiments, metrics, plots
+from oodlib import data, experiments, metrics, plots, samplers
 from oodlib.attack import ood_attack
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
@@ -119,8 +119,8 @@ profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "sg
 # {glue:text}`train_seconds:.0f` s of training (wall-clock time on the machine that trained it).
 
 # %%
-x_generated = jem.sample_images(model, n_generated, steps=generate_steps, step_size=sgld_step_size,
-                                noise=sgld_noise, seed=seed)
+x_generated = samplers.sample_images(model, n_generated, steps=generate_steps, step_size=sgld_step_size,
+                                     noise=sgld_noise, seed=seed)
 fig = plots.image_grid({"test images": test.subset(n_generated // 2, seed=seed).x,
                         "SGLD samples": x_generated[:n_generated // 2], "more samples": x_generated[n_generated // 2:]},
                        n=n_generated // 2)

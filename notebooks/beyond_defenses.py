@@ -23,7 +23,7 @@
 # - **BAL** {cite:p}`def-bal2022` learns, with a conditional GAN, a discriminator of in-distribution
 #   *penultimate features* on top of a frozen classifier and multiplies its output with the maximum softmax.
 #
-# This chapter trains each of them on the book's small scale (`oodlib.defenses`), checks each against its own
+# This chapter trains each of them on the book's small scale (`oodlib.recipes`), checks each against its own
 # threat model with its paper's numbers beside ours, and then turns the OOD attack on BAL, whose score reads
 # exactly the features Algorithm 1 matches. The next chapter ({doc}`beyond_leaderboard`) puts every detector under
 # every threat model.

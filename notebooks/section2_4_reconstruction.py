@@ -41,11 +41,11 @@ residual_weight: float = 1.0  # at least 0; weight of the reconstruction residua
 import torch
 
 from oodlib import data, metrics, plots
-from oodlib.autoencoder import (AutoEncoderSpec, attack_autoencoder, attack_summary, autoencoder_info,
-                                get_autoencoder, nearest_image_distance)
+from oodlib.autoencoder import AutoEncoderSpec, attack_autoencoder, attack_summary, nearest_image_distance
 from oodlib.detectors.reconstruction import ReconstructionError
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.store import autoencoder_info, get_autoencoder
 
 check_chapter("section2_4_reconstruction", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)

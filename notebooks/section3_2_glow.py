@@ -61,14 +61,15 @@ from oodlib import data, experiments, flows, metrics, plots
 from oodlib.detectors.glow import GlowNLL, attack_from_starts, attack_to_values
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.store import flow_info, get_flow
 
 check_chapter("section3_2_glow", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = flows.FlowSpec.make(dataset=dataset, image_size=image_size, channels=channels, levels=flow_levels,
                            depth=flow_depth, hidden=flow_hidden, affine=flow_affine, epochs=epochs,
                            batch_size=flow_batch_size, lr=flow_lr, train_limit=train_limit, seed=seed)
-flow = flows.get_flow(spec, device=device)
-info = flows.flow_info(spec)
+flow = get_flow(spec, device=device)
+info = flow_info(spec)
 detector = GlowNLL(flow)
 x_in = spec.images("test").subset(n_samples, seed=seed).x
 x_train = spec.images("train").subset(n_samples, seed=seed).x

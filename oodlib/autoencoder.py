@@ -10,11 +10,9 @@ This module provides
 - :class:`ConvAutoEncoder` — encoder (two stride-2 convolutions and a linear layer to ``z``), decoder (a linear
   layer and two stride-2 transposed convolutions, sigmoid output), with ``encode``, ``decode``, ``reconstruct``,
   ``reconstruction_error`` and the objective of the adaptive attack, :meth:`ConvAutoEncoder.code_and_residual`;
-- :class:`AutoEncoderSpec` and :func:`get_autoencoder` — the trained auto-encoder, cached on disk like the
-  classifiers of :mod:`oodlib.store` (same cache root, key over the spec, the training code, the data's
-  fingerprint and the torch version; atomic writes; a per-key file lock; SHA-256 checked before a
-  ``weights_only=True`` load). The auto-encoder has its own small cache folder because the model store builds
-  classifiers only (``models.ARCHS``);
+- :class:`AutoEncoderSpec` — everything that determines a trained auto-encoder; the store trains and caches it
+  like the classifiers (:func:`oodlib.store.get_autoencoder`, :func:`oodlib.store.autoencoder_info`; folder
+  ``autoencoders`` of the cache), with the training code of :mod:`oodlib.recipes.autoencoder`;
 - :func:`attack_autoencoder` — Algorithm 1 against the code ``z`` (the paper's Section 2.4 argument) or, beyond
   the paper, against the code and the reconstruction error together, with the quantities the argument is about;
   :func:`nearest_image_distance` tells whether an attacked image has drifted into the in-distribution set.
@@ -24,22 +22,18 @@ The detector itself is :class:`oodlib.detectors.reconstruction.ReconstructionErr
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _checks, data, models, store, training
+from . import _checks, data
+from .utils import batched, module_device
 from .attack import AttackResult, ood_attack
 from .metrics import auroc, fpr_at_95_tpr, mape, nearest_image_distance
 
 __all__ = ["AutoEncoderAttack", "AutoEncoderSpec", "ConvAutoEncoder", "attack_autoencoder", "attack_summary",
-           "autoencoder_cache_key", "autoencoder_info", "get_autoencoder", "nearest_image_distance",
-           "train_autoencoder"]
+           "nearest_image_distance"]
 
 
 def _downsampled(size: int) -> int:
@@ -122,9 +116,9 @@ class ConvAutoEncoder(nn.Module):
 class AutoEncoderSpec:
     """Everything that determines a trained :class:`ConvAutoEncoder`.
 
-    Training (:func:`train_autoencoder`): mean squared reconstruction error, Adam with learning rate ``lr`` and a
-    cosine decay, mini-batches of ``batch_size`` in a seeded order, ``epochs`` passes over the training split of
-    ``dataset`` (resized to ``image_size`` / ``channels`` when given).
+    Training (:func:`oodlib.recipes.autoencoder.train_autoencoder`): mean squared reconstruction error, Adam with
+    learning rate ``lr`` and a cosine decay, mini-batches of ``batch_size`` in a seeded order, ``epochs`` passes over
+    the training split of ``dataset`` (resized to ``image_size`` / ``channels`` when given).
     """
 
     dataset: str = "mnist5k"
@@ -148,6 +142,11 @@ class AutoEncoderSpec:
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
 
+    @property
+    def label(self) -> str:
+        """The start of the cached file names: ``ae-<dataset>-z<latent_dim>``."""
+        return f"ae-{self.dataset}-z{self.latent_dim}"
+
     def training_data(self, split: str = "train") -> data.ImageSet:
         """The split the auto-encoder trains (``"train"``) or is evaluated (``"test"``) on."""
         return data.load_dataset(self.dataset, split, image_size=self.image_size, channels=self.channels)
@@ -162,85 +161,6 @@ class AutoEncoderSpec:
         """The untrained auto-encoder sized for the spec's dataset (for counting sizes, Section 2.2)."""
         x = self.training_data("test").x
         return self.build(x.shape[1], x.shape[-1])
-
-
-def train_autoencoder(model: ConvAutoEncoder, train: data.ImageSet, spec: AutoEncoderSpec,
-                      device: torch.device) -> dict:
-    """Train ``model`` in place to reconstruct ``train.x`` (mean squared error; see :class:`AutoEncoderSpec`).
-
-    Returns
-    -------
-    dict
-        ``final_train_mse`` (mean over the last ten mini-batches) and ``train_seconds``.
-    """
-    x_all = train.x.to(device)
-
-    def step_loss(step: int, idx: Tensor) -> Tensor:
-        batch = x_all[idx.to(device)]
-        return F.mse_loss(model(batch), batch)
-
-    return training.fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=spec.batch_size,
-                        lr=spec.lr, generator=torch.Generator().manual_seed(spec.seed), loss_name="final_train_mse")
-
-
-@torch.no_grad()
-def _mean_reconstruction_mse(model: ConvAutoEncoder, x: Tensor, batch_size: int = 512) -> float:
-    """Mean squared reconstruction error per value over ``x``."""
-    device = next(model.parameters()).device
-    total = sum(F.mse_loss(model(x[i:i + batch_size].to(device)), x[i:i + batch_size].to(device),
-                           reduction="sum").item() for i in range(0, len(x), batch_size))
-    return total / max(x.numel(), 1)
-
-
-def autoencoder_cache_key(spec: AutoEncoderSpec) -> str:
-    """Hash of the spec, the training code (this module, ``training.py``, ``data.py``), the data's fingerprint
-    and the torch version."""
-    h = hashlib.sha256()
-    for module in (data, training):
-        h.update(Path(module.__file__).read_bytes())
-    h.update(Path(__file__).read_bytes())
-    payload = {"spec": asdict(spec), "code": h.hexdigest(), "data": data.fingerprint(spec.dataset),
-               "torch": torch.__version__.split("+")[0]}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _stem(spec: AutoEncoderSpec) -> str:
-    return f"ae-{spec.dataset}-z{spec.latent_dim}-{autoencoder_cache_key(spec)}"
-
-
-def _train(spec: AutoEncoderSpec, device: torch.device) -> tuple[ConvAutoEncoder, dict]:
-    """Train the auto-encoder of ``spec``; returns it and the facts to store (test MSE, training time, sizes)."""
-    train, test = spec.training_data("train"), spec.training_data("test")
-    in_channels, image_size = train.x.shape[1], train.x.shape[-1]
-    model = spec.build(in_channels, image_size).to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        facts = train_autoencoder(model, train, spec, device)
-    facts["test_mse"] = _mean_reconstruction_mse(model, test.x)
-    return model, {"spec": asdict(spec), "key": autoencoder_cache_key(spec), "in_channels": in_channels,
-                   "image_size": image_size, **facts}
-
-
-def get_autoencoder(spec: AutoEncoderSpec | None = None, device: str | torch.device = "auto", **spec_kw
-                    ) -> ConvAutoEncoder:
-    """The trained auto-encoder for ``spec`` (or ``AutoEncoderSpec(**spec_kw)``) in eval mode on ``device``.
-
-    Loaded from ``<cache>/autoencoders`` when cached and intact, else trained once (a file lock makes concurrent
-    callers wait for the first) and stored atomically (:func:`oodlib.store.cached_module`).
-    """
-    spec = spec if spec is not None else AutoEncoderSpec(**spec_kw)
-    spec.validate()
-    dev = models.resolve_device(device)
-    model = store.cached_module(store.cache_dir() / "autoencoders", _stem(spec),
-                                lambda meta: spec.build(meta["in_channels"], meta["image_size"]),
-                                lambda: _train(spec, dev), kind="auto-encoder")
-    return model.to(dev).eval()
-
-
-def autoencoder_info(spec: AutoEncoderSpec) -> dict | None:
-    """The facts recorded when the auto-encoder was trained (test MSE, training time, ...), or None."""
-    _, meta_path, _ = store.cached_paths(store.cache_dir() / "autoencoders", _stem(spec))
-    return json.loads(meta_path.read_text()) if meta_path.exists() else None
 
 
 # ------------------------------------------------------------------------------- Section 2.4: the attacks
@@ -276,6 +196,10 @@ class AutoEncoderAttack:
     distance_to_reconstruction_in: Tensor
     distance_to_start: Tensor
     result: AttackResult
+
+
+_BATCH = 512
+"""Images per batch where the attack evaluates the auto-encoder without a graph."""
 
 
 class CodeAndResidual(nn.Module):
@@ -314,10 +238,10 @@ def attack_autoencoder(ae: ConvAutoEncoder, x_in: Tensor, x_start: Tensor, *, ep
     _checks.nonempty(x_in, "x_in")
     _checks.nonempty(x_start, "x_start")
     residual_weight = _checks.number(residual_weight, "residual_weight", nonnegative=True)
-    device = next(ae.parameters()).device
+    device = module_device(ae)
     with torch.no_grad():
-        z_in = _batched(ae.encode, x_in, device)
-        x_hat_in = _batched(ae.decode, z_in, device)
+        z_in = batched(ae.encode, x_in, _BATCH, device)
+        x_hat_in = batched(ae.decode, z_in, _BATCH, device)
     if residual_weight == 0:
         result = ood_attack(ae.encode, None, x_start, z_in=z_in, eps=eps, steps=steps, seed=seed, **attack_options)
     else:
@@ -326,16 +250,11 @@ def attack_autoencoder(ae: ConvAutoEncoder, x_in: Tensor, x_start: Tensor, *, ep
                             z_in=target, eps=eps, steps=steps, seed=seed, **attack_options)
     x_out = result.x.detach().cpu()
     with torch.no_grad():
-        z_out = _batched(ae.encode, x_out, device)
-        error = _batched(ae.reconstruction_error, x_out, device)
+        z_out = batched(ae.encode, x_out, _BATCH, device)
+        error = batched(ae.reconstruction_error, x_out, _BATCH, device)
     return AutoEncoderAttack(x=x_out, residual_weight=residual_weight, code_mape=mape(z_out, z_in).float(),
                              reconstruction_error=error, distance_to_reconstruction_in=_distance(x_out, x_hat_in),
                              distance_to_start=_distance(x_out, x_start), result=result)
-
-
-def _batched(fn, x: Tensor, device: torch.device, batch_size: int = 512) -> Tensor:
-    """``fn`` over ``x`` in batches on ``device``, returned on the CPU."""
-    return torch.cat([fn(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def _distance(a: Tensor, b: Tensor) -> Tensor:

@@ -23,32 +23,26 @@ continuous density ``p(y)`` gives
 Training draws ``u ~ U[0, 1)`` (uniform dequantisation); evaluation uses the bin centre ``u = 1/2``, so the NLL
 is a deterministic, differentiable function of the input — what Algorithm 1 needs.
 
-Trained flows are cached like the classifiers of :mod:`oodlib.store` (same cache root, folder ``flows``): the key
-hashes the :class:`FlowSpec`, this module's and ``data.py``'s / ``training.py``'s source, the installed
-``normflows`` version, the data's fingerprint and the torch version; writes are atomic, a per-key file lock
-makes concurrent callers train once, and the weights' SHA-256 is checked before a ``weights_only=True`` load.
+Trained flows come from the store like the classifiers (:func:`oodlib.store.get_flow`,
+:func:`oodlib.store.flow_info`; folder ``flows`` of the cache; the key also covers the installed ``normflows``
+version); the training code is :mod:`oodlib.recipes.flow`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 import warnings
-from dataclasses import asdict, dataclass
-from importlib import metadata
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import normflows as nf
 import torch
 from torch import Tensor, nn
 
-from . import _checks, data, models, store, training
+from . import _checks, data
+from .utils import batched, module_device
 
-__all__ = ["FlowSpec", "Glow", "N_BINS", "flow_cache_key", "flow_info", "get_flow", "mean_nll", "nll_batched",
-           "train_flow"]
+__all__ = ["FlowSpec", "Glow", "N_BINS", "mean_nll", "nll_batched"]
 
 N_BINS = 256
 """Number of intensity levels of an 8-bit image: the histogram cells of the discrete likelihood."""
@@ -119,7 +113,7 @@ class Glow(nn.Module):
         """``log p(y)`` in nats of flow inputs ``y`` (see :meth:`dequantise`), shape (N,)."""
         if not self.is_initialised:
             raise RuntimeError("the flow's actnorm layers are not initialised; call initialise(x_train) or load a "
-                               "trained flow (get_flow)")
+                               "trained flow (oodlib.store.get_flow)")
         return self.flow.log_prob(y, None)
 
     def nll(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -168,7 +162,7 @@ class Glow(nn.Module):
         n = _checks.integer(n, "n", minimum=1)
         temperature = _checks.number(temperature, "temperature", nonnegative=True)
         generator = torch.Generator().manual_seed(seed)
-        device = next(self.parameters()).device
+        device = module_device(self)
         z = temperature * torch.randn((n, self.n_dims), generator=generator)
         return self.decode(z.to(device))
 
@@ -203,7 +197,8 @@ class FlowSpec:
     Data: the training split of ``dataset`` restricted to ``classes`` (the LFW subset's faces are class 0;
     CelebA has one class), at most ``train_limit`` images (all if None), resized to ``image_size`` and converted
     to ``channels``; ``hflip`` adds each image's mirror image. Architecture: ``levels``, ``depth``, ``hidden``,
-    ``affine`` (see :class:`Glow`). Training (:func:`train_flow`): ``epochs`` passes of maximum likelihood on uniformly
+    ``affine`` (see :class:`Glow`). Training (:func:`oodlib.recipes.flow.train_flow`): ``epochs`` passes of maximum
+likelihood on uniformly
     dequantised images, Adam with learning rate ``lr`` and a cosine decay, mini-batches of ``batch_size`` in
     a seeded order, gradient norm clipped at ``clip``.
     """
@@ -272,37 +267,6 @@ class FlowSpec:
             return Glow(self.channels, self.image_size, self.levels, self.depth, self.hidden, self.affine)
 
 
-# --------------------------------------------------------------------------------------------------- training
-
-
-def train_flow(flow: Glow, x: Tensor, spec: FlowSpec, device: torch.device) -> dict:
-    """Maximum-likelihood training of ``flow`` in place on images ``x`` (N, C, H, W) in [0, 1].
-
-    The loss is the mean NLL in bits per dimension of uniformly dequantised images (Theis et al., 2016); the
-    actnorm layers are initialised on (up to 512 of) the dequantised training images first. Optimiser and
-    schedule as :class:`FlowSpec` says; every random draw (batch order, dequantisation noise) comes from one
-    generator seeded with ``spec.seed``.
-
-    Returns
-    -------
-    dict
-        ``final_train_bpd`` (mean over the last ten mini-batches, dequantised), ``train_seconds``,
-        ``n_train`` (images per epoch, mirror images included).
-    """
-    x = torch.cat([x, x.flip(-1)]) if spec.hflip else x
-    gen = torch.Generator().manual_seed(spec.seed)
-    x_all = x.to(device)
-    start = time.perf_counter()
-    flow.initialise(x_all[torch.randperm(len(x_all), generator=gen)[:512].to(device)], gen)
-
-    def step_loss(step: int, idx: Tensor) -> Tensor:
-        return flow.nll(x_all[idx.to(device)], gen).mean()
-
-    facts = training.fit(flow, step_loss, n_examples=len(x_all), epochs=spec.epochs, batch_size=spec.batch_size,
-                         lr=spec.lr, generator=gen, clip_norm=spec.clip, loss_name="final_train_bpd")
-    return {**facts, "train_seconds": time.perf_counter() - start, "n_train": len(x_all)}
-
-
 @torch.no_grad()
 def mean_nll(flow: Glow, x: Tensor, batch_size: int = 256) -> float:
     """Mean NLL (bits per dimension, bin centres) of images ``x`` under ``flow``."""
@@ -311,65 +275,6 @@ def mean_nll(flow: Glow, x: Tensor, batch_size: int = 256) -> float:
 
 @torch.no_grad()
 def nll_batched(flow: Glow, x: Tensor, batch_size: int = 256) -> Tensor:
-    """:meth:`Glow.nll` of many images (N ≥ 1) without a graph, on the flow's device; returned on the CPU."""
-    _checks.nonempty(x, "x")
-    batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-    device = next(flow.parameters()).device
-    return torch.cat([flow.nll(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
-
-
-# --------------------------------------------------------------------------------------------------- the cache
-
-
-def flow_cache_key(spec: FlowSpec) -> str:
-    """Hash of the spec, the code that trains the flow (this module, ``data.py``, ``training.py``), the
-    ``normflows`` version, the data's fingerprint and the torch version."""
-    h = hashlib.sha256()
-    for path in sorted({Path(__file__), Path(data.__file__), Path(training.__file__)}):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    payload = {"spec": asdict(spec), "code": h.hexdigest(), "normflows": metadata.version("normflows"),
-               "data": data.fingerprint(spec.dataset), "torch": torch.__version__.split("+")[0]}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _stem(spec: FlowSpec) -> str:
-    return f"{spec.label}-{flow_cache_key(spec)}"
-
-
-def _train(spec: FlowSpec, device: torch.device) -> tuple[Glow, dict]:
-    """Train the flow of ``spec`` on ``device``; returns it and the facts to store (train/test bits per
-    dimension, time, sizes)."""
-    train, test = spec.images("train"), spec.images("test")
-    flow = spec.build().to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        facts = train_flow(flow, train.x, spec, device)
-    facts["train_bpd"] = mean_nll(flow, train.x)
-    facts["test_bpd"] = mean_nll(flow, test.x)
-    facts["n_test"] = len(test)
-    facts["n_parameters"] = sum(p.numel() for p in flow.parameters())
-    return flow, {"spec": asdict(spec), "key": flow_cache_key(spec), **facts}
-
-
-def get_flow(spec: FlowSpec | None = None, device: str | torch.device = "auto", **spec_kw: Any) -> Glow:
-    """The trained flow for ``spec`` (or ``FlowSpec.make(**spec_kw)``) in eval mode on ``device``.
-
-    Loaded from ``<cache>/flows`` when cached and intact, else trained once (a file lock makes concurrent
-    callers wait for the first) and stored atomically (:func:`oodlib.store.cached_module`); a freshly trained
-    flow is read back from the store, so a fresh and a cached flow take the same path.
-    """
-    spec = spec if spec is not None else FlowSpec.make(**spec_kw)
-    spec.validate()
-    dev = models.resolve_device(device)
-    flow = store.cached_module(store.cache_dir() / "flows", _stem(spec), lambda meta: spec.build(),
-                               lambda: _train(spec, dev), kind="flow", read_back=True)
-    return flow.to(dev).eval()
-
-
-def flow_info(spec: FlowSpec) -> dict | None:
-    """The facts recorded when the flow was trained (train/test bits per dimension, training time, ...), or
-    None when it is not cached."""
-    _, meta_path, _ = store.cached_paths(store.cache_dir() / "flows", _stem(spec))
-    return json.loads(meta_path.read_text()) if meta_path.exists() else None
-
+    """:meth:`Glow.nll` of many images (N ≥ 1) without a graph, on the flow's device; returned on the CPU, (N,).
+    Raises ``ValueError`` for an empty ``x`` or a non-positive ``batch_size``."""
+    return batched(flow.nll, x, batch_size, module_device(flow))

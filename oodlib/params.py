@@ -116,7 +116,7 @@ REGISTRIES: dict[str, Callable[[], tuple[str, ...]]] = {
     "datasets": _registry("data", "DATASETS"), "archs": _registry("models", "ARCHS"),
     "detectors": _registry("detectors", "DETECTORS", "defenses"),
     "start images": _registry("data", "START_IMAGES"),
-    "recipes": _registry("training", "RECIPES", "defenses", "detectors"),
+    "recipes": _registry("training", "RECIPES", "recipes"),
     "leaderboard rows": _registry("defenses.leaderboard", "ROWS"), "schedules": _registry("attack.ood", "SCHEDULES"),
     "devices": lambda: ("auto", "cpu", "cuda", "cuda:N"), "profiles": lambda: PROFILES}
 """The named choices ``one of REGISTRY`` refers to; each imports only the module that holds it."""

@@ -1,15 +1,21 @@
-"""The model store: a notebook asks for a model by its spec; the store returns the cached one or trains it.
+"""The model store: a chapter asks for a trained module by its spec; the store returns the cached one or trains it.
 
-- The cache key covers everything that determines the model: the spec (architecture and its options, dataset,
-  image size, channels, classes, recipe and its options, epochs, seed), the source of the training code
-  (``models.py``, ``training.py``, ``data.py`` and any module that registered the recipe), the dataset's
-  fingerprint and the torch version.
+One cached-artifact protocol serves every kind of trained module — classifiers (:class:`ModelSpec`), the
+auto-encoder of Section 2.4 (:class:`~oodlib.autoencoder.AutoEncoderSpec`) and the Glow flows of Section 3.2
+(:class:`~oodlib.flows.FlowSpec`): **spec → key → stem → train → get → info**. An :class:`Artifact` says, for one
+kind of spec, which source files determine the trained module, how to build an untrained one and how to train it;
+:data:`ARTIFACTS` maps each spec type to its artifact, and everything else is shared:
+
+- :func:`cache_key` covers everything that determines the module: the spec, the source of the code that trains
+  it (:attr:`Artifact.code`), the dataset's fingerprint, the torch version (and the artifact's other versions,
+  e.g. ``normflows``); :func:`stem` is ``<spec.label>-<key>``.
 - Writes are atomic (temporary file + ``os.replace``), and a per-key file lock makes two processes that ask for
-  the same model at once train it once.
+  the same module at once train it once.
 - Loads use ``torch.load(..., weights_only=True)`` after checking the file's SHA-256 against its metadata; a
   corrupt or truncated checkpoint is never loaded: it is rebuilt.
 
-The store lives in ``$OODLIB_CACHE/models`` (default ``<repo>/.cache/models``).
+The store imports :mod:`oodlib.recipes`, the one module that registers every training recipe. Modules live in
+``$OODLIB_CACHE/<folder>`` (default ``<repo>/.cache/models``, ``autoencoders``, ``flows``).
 """
 
 from __future__ import annotations
@@ -18,21 +24,35 @@ import contextlib
 import fcntl
 import hashlib
 import inspect
+import io
 import json
 import os
 import tempfile
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from . import data, models, training
+from . import data, losses, models, recipes, samplers, training, utils
+from . import autoencoder as autoencoder_module
+from . import flows as flows_module
+from .autoencoder import AutoEncoderSpec, ConvAutoEncoder
+from .flows import FlowSpec, Glow
+from .training import ModelSpec, build_untrained, input_geometry, training_data
+
+__all__ = ["ARTIFACTS", "Artifact", "CACHE_ENV", "ModelSpec", "ModelStore", "atomic_write_bytes", "autoencoder_info",
+           "build_untrained", "cache_dir", "cache_key", "cached_module", "cached_paths", "file_lock", "flow_info",
+           "get", "get_autoencoder", "get_flow", "get_model", "info", "input_geometry", "load_checked",
+           "model_info", "save_checked", "stem", "training_data"]
 
 CACHE_ENV = "OODLIB_CACHE"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
 
 
 def cache_dir() -> Path:
@@ -40,68 +60,86 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV, _REPO_ROOT / ".cache"))
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that determines a trained model.
+# ------------------------------------------------------------------------------------- the artifact protocol
 
-    ``options`` go to the architecture's constructor (e.g. ``width``, ``latent_dim``, ``norm``);
-    ``recipe_options`` to the training recipe (e.g. ``lr``, ``batch_size``). ``classes`` keeps a subset of the
-    dataset's labels (relabelled 0..k-1), e.g. the 4-class stand-in for OCT in Appendix B.1.
+
+@dataclass(frozen=True)
+class Artifact:
+    """One kind of trained module the store caches.
+
+    Attributes
+    ----------
+    folder : sub-folder of :func:`cache_dir` that holds this kind.
+    kind : its name in messages ("model", "auto-encoder", "flow").
+    code : ``code(spec)`` → the source files whose code determines the trained module (hashed into the key).
+    build : ``build(spec, meta)`` → the untrained module, sized from the stored metadata ``meta``.
+    train : ``train(spec, device, store)`` → ``(trained module, facts to store)``; ``store`` is the
+        :class:`ModelStore` asking, for a module that starts from another stored one (a warm start).
+    versions : ``versions()`` → other versions the key covers (``{"normflows": "3.2"}``).
+    read_back : return the stored copy of a freshly trained module, so a fresh and a cached one take one path.
     """
 
-    arch: str
-    dataset: str
-    recipe: str = "standard"
-    epochs: int = 3
-    seed: int = 0
-    image_size: int | None = None
-    channels: int | None = None
-    classes: tuple[int, ...] | None = None
-    options: tuple[tuple[str, Any], ...] = field(default=())
-    recipe_options: tuple[tuple[str, Any], ...] = field(default=())
-
-    @classmethod
-    def make(cls, arch: str, dataset: str, *, options: dict | None = None, recipe_options: dict | None = None,
-             classes: list[int] | tuple[int, ...] | None = None, **kw: Any) -> "ModelSpec":
-        """Build a spec from plain dicts/lists (what a notebook's parameters hold)."""
-        return cls(arch=arch, dataset=dataset, options=_frozen_items(options), classes=tuple(classes) if classes
-                   else None, recipe_options=_frozen_items(recipe_options), **kw)
-
-    def option(self, name: str, default: Any = None) -> Any:
-        """A recipe option's value (``recipe_options``), or ``default``."""
-        return dict(self.recipe_options).get(name, default)
-
-    def validate(self) -> None:
-        from . import defenses, detectors  # noqa: F401  (importing registers their training recipes)
-
-        if self.arch not in models.ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; valid choices: {', '.join(models.ARCHS)}")
-        if self.dataset not in data.DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid choices: {', '.join(data.DATASETS)}")
-        if self.recipe not in training.RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; valid choices: {', '.join(training.RECIPES)}")
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
-
-    @property
-    def label(self) -> str:
-        return f"{self.arch}-{self.dataset}-{self.recipe}"
+    folder: str
+    kind: str
+    code: Callable[[Any], set[Path]]
+    build: Callable[[Any, dict], nn.Module]
+    train: Callable[[Any, torch.device, "ModelStore"], tuple[nn.Module, dict]]
+    versions: Callable[[], dict] = dict
+    read_back: bool = False
 
 
-def _frozen_items(d: dict | None) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (d or {}).items()))
+def _files(*modules: ModuleType) -> set[Path]:
+    return {Path(m.__file__) for m in modules}
 
 
-def _source_hash(spec: ModelSpec) -> str:
-    """SHA-256 over the source files whose code determines the trained model: the models, training and data
-    modules, the attack package (adversarial recipes use it) and every module of the package that registered the
-    recipe (a recipe may use its siblings)."""
-    files = {Path(m.__file__) for m in (models, training, data)}
-    files |= set((Path(__file__).parent / "attack").glob("*.py"))
+def _training_code(*modules: ModuleType) -> set[Path]:
+    """The modules every trained module depends on (data, training loop, losses, samplers, utilities) and
+    ``modules``."""
+    return _files(data, training, losses, samplers, utils, *modules)
+
+
+def _classifier_code(spec: ModelSpec) -> set[Path]:
+    """The models, the training layer, the attack package (adversarial recipes use it), the recipe's own module
+    and :mod:`oodlib.recipes.common` (a recipe module imports no other sibling; tests/test_layers.py checks it)."""
+    files = _training_code(models, recipes.common) | set((_PACKAGE / "attack").glob("*.py"))
     recipe_module = inspect.getmodule(training.RECIPES[spec.recipe])
     if recipe_module is not None and getattr(recipe_module, "__file__", None):
-        package = Path(recipe_module.__file__).parent
-        files |= set(package.glob("*.py")) if package != Path(__file__).parent else {Path(recipe_module.__file__)}
+        files.add(Path(recipe_module.__file__))
+    return files
+
+
+def _train_classifier(spec: ModelSpec, device: torch.device, store: "ModelStore") -> tuple[nn.Module, dict]:
+    """:func:`oodlib.training.train_classifier`, from the weights of the warm start's classifier (taken from the
+    same store) when the recipe has one (:func:`oodlib.training.warm_start_spec`)."""
+    base = training.warm_start_spec(spec)
+    initial_state = store.get(base, device=device).state_dict() if base is not None else None
+    return training.train_classifier(spec, device, initial_state)
+
+
+CLASSIFIERS = Artifact("models", "model", _classifier_code,
+                       build=lambda spec, meta: build_untrained(spec, meta["geometry"]), train=_train_classifier)
+AUTOENCODERS = Artifact("autoencoders", "auto-encoder",
+                        lambda spec: _training_code(autoencoder_module, recipes.autoencoder),
+                        build=lambda spec, meta: spec.build(meta["in_channels"], meta["image_size"]),
+                        train=lambda spec, device, store: recipes.autoencoder.train(spec, device))
+FLOWS = Artifact("flows", "flow", lambda spec: _training_code(flows_module, recipes.flow),
+                 build=lambda spec, meta: spec.build(),
+                 train=lambda spec, device, store: recipes.flow.train(spec, device),
+                 versions=lambda: {"normflows": metadata.version("normflows")}, read_back=True)
+
+ARTIFACTS: dict[type, Artifact] = {ModelSpec: CLASSIFIERS, AutoEncoderSpec: AUTOENCODERS, FlowSpec: FLOWS}
+"""The artifact of each spec type."""
+
+
+def artifact(spec: Any) -> Artifact:
+    """The :class:`Artifact` of ``spec``'s type; ``TypeError`` for a type the store does not cache."""
+    if type(spec) not in ARTIFACTS:
+        raise TypeError(f"the store caches {', '.join(t.__name__ for t in ARTIFACTS)}, not {type(spec).__name__}")
+    return ARTIFACTS[type(spec)]
+
+
+def _source_hash(files: set[Path]) -> str:
+    """SHA-256 over the names and contents of ``files``, in sorted order."""
     h = hashlib.sha256()
     for path in sorted(files):
         h.update(path.name.encode())
@@ -109,11 +147,21 @@ def _source_hash(spec: ModelSpec) -> str:
     return h.hexdigest()
 
 
-def cache_key(spec: ModelSpec) -> str:
-    """The store key: a hash of the spec, the training code, the data's fingerprint and the torch version."""
-    payload = {"spec": asdict(spec), "code": _source_hash(spec), "data": data.fingerprint(spec.dataset),
-               "torch": torch.__version__.split("+")[0]}
+def cache_key(spec: Any) -> str:
+    """The store key (20 hex digits): a hash of the spec, the code that trains it, the data's fingerprint, the
+    torch version and the artifact's other versions."""
+    kind = artifact(spec)
+    payload = {"spec": asdict(spec), "code": _source_hash(kind.code(spec)), "data": data.fingerprint(spec.dataset),
+               "torch": torch.__version__.split("+")[0], **kind.versions()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def stem(spec: Any) -> str:
+    """The cached files' name without suffix: ``<spec.label>-<cache_key(spec)>``."""
+    return f"{spec.label}-{cache_key(spec)}"
+
+
+# -------------------------------------------------------------------------------------------- files on disk
 
 
 def _sha256(path: Path) -> str:
@@ -152,10 +200,10 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def cached_paths(root: Path, stem: str) -> tuple[Path, Path, Path]:
-    """Where a cached module lives: ``<root>/<stem>.pt`` (state dict), ``<stem>.json`` (facts and the weights'
-    SHA-256) and the lock file ``.<stem>.lock``."""
-    return root / f"{stem}.pt", root / f"{stem}.json", root / f".{stem}.lock"
+def cached_paths(root: Path, name: str) -> tuple[Path, Path, Path]:
+    """Where a cached module lives: ``<root>/<name>.pt`` (state dict), ``<name>.json`` (facts and the weights'
+    SHA-256) and the lock file ``.<name>.lock``."""
+    return root / f"{name}.pt", root / f"{name}.json", root / f".{name}.lock"
 
 
 def load_checked(weights: Path, meta_path: Path, build: Callable[[dict], nn.Module], kind: str = "model"
@@ -175,21 +223,22 @@ def load_checked(weights: Path, meta_path: Path, build: Callable[[dict], nn.Modu
 
 def save_checked(module: nn.Module, weights: Path, meta_path: Path, meta: dict) -> None:
     """Store ``module``'s state dict and ``meta`` plus the weights' SHA-256, each file written atomically."""
-    payload = _state_bytes({k: v.detach().cpu() for k, v in module.state_dict().items()})
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buffer)
+    payload = buffer.getvalue()
     atomic_write_bytes(weights, payload)
     meta = {**meta, "sha256": hashlib.sha256(payload).hexdigest()}
     atomic_write_bytes(meta_path, json.dumps(meta, indent=2, default=str).encode())
 
 
-def cached_module(root: Path, stem: str, build: Callable[[dict], nn.Module],
+def cached_module(root: Path, name: str, build: Callable[[dict], nn.Module],
                   train: Callable[[], tuple[nn.Module, dict]], kind: str = "model", read_back: bool = False
                   ) -> nn.Module:
-    """The store's extension point for any trained module (the classifiers here, the auto-encoder of Section 2.4,
-    the flows of Section 3.2): under a file lock, load it from ``root`` when cached and intact
-    (:func:`load_checked`), else ``train()`` → ``(module, meta)`` and store both (:func:`save_checked`), so
-    concurrent callers train once. ``read_back`` returns the stored copy instead of the trained object, so a
-    fresh and a cached module take the same path."""
-    weights, meta_path, lock = cached_paths(root, stem)
+    """Under a file lock, load the module ``name`` from ``root`` when cached and intact (:func:`load_checked`),
+    else ``train()`` → ``(module, meta)`` and store both (:func:`save_checked`), so concurrent callers train once.
+    ``read_back`` returns the stored copy instead of the trained object. Raises ``RuntimeError`` when a module
+    just stored cannot be read back."""
+    weights, meta_path, lock = cached_paths(root, name)
     with file_lock(lock):
         module = load_checked(weights, meta_path, build, kind)
         if module is None:
@@ -202,88 +251,81 @@ def cached_module(root: Path, stem: str, build: Callable[[dict], nn.Module],
     return module
 
 
-def training_data(spec: ModelSpec, split: str = "train") -> "data.ImageSet":
-    """The dataset split a spec trains (or is evaluated) on, resized and class-restricted as the spec says."""
-    images = data.load_dataset(spec.dataset, split, image_size=spec.image_size, channels=spec.channels)
-    return images.restrict_classes(spec.classes) if spec.classes else images
-
-
-def input_geometry(images: "data.ImageSet") -> dict[str, int]:
-    """What sizes a classifier for ``images``: channels, image size and number of classes."""
-    return {"in_channels": images.x.shape[1], "image_size": images.x.shape[-1], "num_classes": len(images.classes)}
-
-
-def build_untrained(spec: ModelSpec, geometry: dict[str, int]) -> models.Classifier:
-    """The spec's architecture with the given geometry, initialised from ``spec.seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        return models.build_model(spec.arch, **geometry, **dict(spec.options))
+# ---------------------------------------------------------------------------------------------- the store
 
 
 class ModelStore:
-    """Cached trained models, keyed by :func:`cache_key`."""
+    """Cached trained modules in the folder ``root`` (default: the spec kind's folder of :func:`cache_dir`),
+    keyed by :func:`cache_key`; serves every spec type of :data:`ARTIFACTS`."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root) if root is not None else cache_dir() / "models"
+        self._root = Path(root) if root is not None else None
 
-    def paths(self, spec: ModelSpec) -> tuple[Path, Path, Path]:
-        return cached_paths(self.root, f"{spec.label}-{cache_key(spec)}")
+    def folder(self, spec: Any) -> Path:
+        """Where ``spec``'s module is cached."""
+        return self._root if self._root is not None else cache_dir() / artifact(spec).folder
 
-    def info(self, spec: ModelSpec) -> dict | None:
-        """The metadata recorded when the model was trained, or None if it is not cached."""
+    @property
+    def root(self) -> Path:
+        """The classifiers' folder (``root`` as given, or ``<cache>/models``)."""
+        return self._root if self._root is not None else cache_dir() / CLASSIFIERS.folder
+
+    def paths(self, spec: Any) -> tuple[Path, Path, Path]:
+        """Weights, metadata and lock file of ``spec``'s module (:func:`cached_paths`)."""
+        return cached_paths(self.folder(spec), stem(spec))
+
+    def info(self, spec: Any) -> dict | None:
+        """The metadata recorded when the module was trained, or None if it is not cached."""
         _, meta_path, _ = self.paths(spec)
         return json.loads(meta_path.read_text()) if meta_path.exists() else None
 
-    def get(self, spec: ModelSpec, device: str | torch.device = "auto", verbose: bool = False
-            ) -> models.Classifier:
-        """The trained model for ``spec`` in eval mode on ``device``: loaded if cached and intact, else trained
-        (once, even when several processes ask at the same time) and stored."""
+    def get(self, spec: Any, device: str | torch.device = "auto") -> nn.Module:
+        """The trained module for ``spec`` in eval mode on ``device``: loaded if cached and intact, else trained
+        (once, even when several processes ask at the same time) and stored. Raises ``ValueError`` for an
+        invalid spec, ``TypeError`` for a spec type the store does not cache."""
+        kind = artifact(spec)
         spec.validate()
         dev = models.resolve_device(device)
-        model = cached_module(self.root, f"{spec.label}-{cache_key(spec)}",
-                              lambda meta: build_untrained(spec, meta["geometry"]),
-                              lambda: self._train(spec, dev, verbose))
-        return model.to(dev).eval()
 
-    def _load(self, spec: ModelSpec, weights: Path, meta_path: Path) -> models.Classifier | None:
-        return load_checked(weights, meta_path, lambda meta: build_untrained(spec, meta["geometry"]))
+        def train() -> tuple[nn.Module, dict]:
+            module, facts = kind.train(spec, dev, self)
+            return module, {"spec": asdict(spec), "key": cache_key(spec), **facts}
 
-    def _train(self, spec: ModelSpec, dev: torch.device, verbose: bool) -> tuple[models.Classifier, dict]:
-        train, test = training_data(spec, "train"), training_data(spec, "test")
-        geometry = input_geometry(train)
-        if spec.recipe == "pretrained":  # torchvision's ImageNet weights keep their 1000-class head
-            geometry["num_classes"] = 1000
-        model = build_untrained(spec, geometry).to(dev)
-        if verbose:
-            print(f"training {spec.label} for {spec.epochs} epochs on {len(train)} images ...")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
-            facts = training.RECIPES[spec.recipe](model, train, spec, dev)
-        model.eval()
-        facts["test_accuracy"] = training.accuracy(model, test.x, test.y)
-        return model, {"spec": asdict(spec), "key": cache_key(spec), "geometry": geometry, **facts}
+        module = cached_module(self.folder(spec), stem(spec), lambda meta: kind.build(spec, meta), train,
+                               kind=kind.kind, read_back=kind.read_back)
+        return module.to(dev).eval()
+
+    def _load(self, spec: Any, weights: Path, meta_path: Path) -> nn.Module | None:
+        kind = artifact(spec)
+        return load_checked(weights, meta_path, lambda meta: kind.build(spec, meta), kind.kind)
 
 
-def _state_bytes(state: dict) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
+def get(spec: Any, device: str | torch.device = "auto") -> nn.Module:
+    """The trained module for any spec of :data:`ARTIFACTS` from the default store (:meth:`ModelStore.get`)."""
+    return ModelStore().get(spec, device=device)
 
 
-_DEFAULT_STORE: ModelStore | None = None
+def info(spec: Any) -> dict | None:
+    """Recorded facts (test accuracy or error, training time, ...) of a cached module, or None."""
+    return ModelStore().info(spec)
 
 
 def get_model(spec: ModelSpec | None = None, device: str | torch.device = "auto", **spec_kw: Any
               ) -> models.Classifier:
-    """The trained model for ``spec`` (or ``ModelSpec.make(**spec_kw)``) from the default store."""
-    global _DEFAULT_STORE
-    if _DEFAULT_STORE is None or _DEFAULT_STORE.root != cache_dir() / "models":
-        _DEFAULT_STORE = ModelStore()
-    return _DEFAULT_STORE.get(spec if spec is not None else ModelSpec.make(**spec_kw), device=device)
+    """The trained classifier for ``spec`` (or ``ModelSpec.make(**spec_kw)``) from the default store."""
+    return get(spec if spec is not None else ModelSpec.make(**spec_kw), device)
 
 
-def model_info(spec: ModelSpec) -> dict | None:
-    """Recorded facts (test accuracy, training time, ...) of a cached model."""
-    return ModelStore().info(spec)
+def get_autoencoder(spec: AutoEncoderSpec | None = None, device: str | torch.device = "auto", **spec_kw: Any
+                    ) -> ConvAutoEncoder:
+    """The trained auto-encoder of Section 2.4 for ``spec`` (or ``AutoEncoderSpec(**spec_kw)``)."""
+    return get(spec if spec is not None else AutoEncoderSpec(**spec_kw), device)
+
+
+def get_flow(spec: FlowSpec | None = None, device: str | torch.device = "auto", **spec_kw: Any) -> Glow:
+    """The trained Glow flow of Section 3.2 for ``spec`` (or ``FlowSpec.make(**spec_kw)``)."""
+    return get(spec if spec is not None else FlowSpec.make(**spec_kw), device)
+
+
+model_info = autoencoder_info = flow_info = info
+"""Recorded facts of a cached classifier, auto-encoder or flow (:func:`info`)."""

@@ -15,13 +15,12 @@ from oodlib.autoencoder import (
     ConvAutoEncoder,
     attack_autoencoder,
     attack_summary,
-    autoencoder_cache_key,
-    autoencoder_info,
-    get_autoencoder,
     nearest_image_distance,
 )
 from oodlib.detectors.base import DETECTORS, make_detector
 from oodlib.detectors.reconstruction import ReconstructionError
+from oodlib.store import autoencoder_info, get_autoencoder
+from oodlib.store import cache_key as autoencoder_cache_key
 
 TINY = dict(dataset="digits", latent_dim=4, width=4, epochs=1, batch_size=128)
 

@@ -10,11 +10,12 @@ from torch import nn
 
 from oodlib import metrics, store, training
 from oodlib.defenses import leaderboard
-from oodlib.defenses.atom import ATOM, extended_logits, mine_outliers, ood_class_cross_entropy, ood_probability
+from oodlib.defenses.atom import ATOM
 from oodlib.defenses.bal import BAL, nearest_l1, shuffled_labels, uniform_box_samples
-from oodlib.defenses.common import uniform_cross_entropy
+from oodlib.losses import extended_logits, ood_class_cross_entropy, ood_probability, uniform_cross_entropy
 from oodlib.detectors import DETECTORS
 from oodlib.models import SmallCNN
+from oodlib.recipes.atom import mine_outliers
 
 
 def _tiny(num_classes=3, seed=0):

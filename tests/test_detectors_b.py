@@ -11,12 +11,14 @@ import torch.nn.functional as F
 from oodlib.attack import ood_attack
 from oodlib.data import ImageSet
 from oodlib.detectors import DETECTORS, make_detector
-from oodlib.detectors.confidence import (ConfidenceCalibrated, Discriminator, Generator, classifier_input,
-                                         confidence_loss, kl_from_uniform, train_confidence_calibrated)
-from oodlib.detectors.ensemble import (DeepEnsemble, EnsembleClassifier, fgsm_examples, mean_log_probabilities,
-                                       member_specs, predictive_entropy, train_ensemble_member)
-from oodlib.detectors.outlier_exposure import (OutlierExposure, outlier_exposure_loss, outlier_pool,
-                                               train_outlier_exposure, uniform_cross_entropy)
+from oodlib.detectors.confidence import ConfidenceCalibrated, classifier_input
+from oodlib.detectors.ensemble import DeepEnsemble, EnsembleClassifier, mean_log_probabilities, predictive_entropy
+from oodlib.detectors.outlier_exposure import OutlierExposure
+from oodlib.losses import confidence_loss, kl_from_uniform, outlier_exposure_loss, uniform_cross_entropy
+from oodlib.recipes.common import outlier_pool
+from oodlib.recipes.confidence import Discriminator, Generator, train_confidence_calibrated
+from oodlib.recipes.ensemble import fgsm_examples, member_specs, train_ensemble_member
+from oodlib.recipes.outlier_exposure import train_outlier_exposure
 from oodlib.models import MLP, SmallCNN, SmallResNet
 from oodlib.store import ModelSpec
 from oodlib.training import RECIPES
@@ -101,9 +103,10 @@ def test_outlier_exposure_loss_adds_half_the_uniform_cross_entropy_of_the_outlie
 
 def test_outlier_pool_has_the_training_geometry_and_is_seeded():
     train, spec = _tiny_train(), _spec("outlier_exposure", n_outliers=6)
-    pool = outlier_pool(spec, train)
+    pool = outlier_pool(spec.option("n_outliers"), train, seed=spec.seed)
     assert pool.shape == (6, 1, SIZE, SIZE) and pool.min() >= 0 and pool.max() <= 1
-    assert torch.equal(pool, outlier_pool(spec, train))
+    assert torch.equal(pool, outlier_pool(6, train, seed=spec.seed))
+    assert not torch.equal(pool, outlier_pool(6, train, seed=spec.seed + 1))
 
 
 def test_outlier_exposure_recipe_trains_one_epoch_and_pushes_outliers_towards_uniform():

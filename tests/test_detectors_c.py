@@ -12,8 +12,10 @@ from oodlib.data import ImageSet
 from oodlib.detectors import make_detector
 from oodlib.detectors.ccu import (CCU, PCAMetric, SphericalGMM, fit_spherical_gmm, ink_outside_support,
                                   nearest_neighbour_distance)
-from oodlib.detectors.jem import (JEMGradNorm, JEMLogPx, JEMMaxProb, ReplayBuffer, jem_loss, log_px,
-                                  sample_images, sgld, train_jem)
+from oodlib.detectors.jem import JEMGradNorm, JEMLogPx, JEMMaxProb
+from oodlib.losses import jem_loss, log_px
+from oodlib.recipes.jem import train_jem
+from oodlib.samplers import ReplayBuffer, sample_images, sgld
 from oodlib.models import MLP, SmallCNN
 from oodlib.store import ModelSpec
 from oodlib.training import RECIPES

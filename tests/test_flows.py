@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from oodlib import flows
+from oodlib import flows, store
+from oodlib.recipes.flow import train_flow
 from oodlib.detectors.glow import (GlowNLL, InputComplexity, attack_from_starts, attack_to_values,
                                    png_bits_per_dim, quantise_8bit)
 
@@ -124,24 +125,24 @@ _TINY_SPEC = flows.FlowSpec(image_size=8, levels=1, depth=1, hidden=4, epochs=2,
 
 def test_store_trains_once_caches_and_rebuilds_a_corrupt_file(tmp_path, monkeypatch):
     monkeypatch.setenv("OODLIB_CACHE", str(tmp_path))
-    flow = flows.get_flow(_TINY_SPEC, device="cpu")
-    info = flows.flow_info(_TINY_SPEC)
+    flow = store.get_flow(_TINY_SPEC, device="cpu")
+    info = store.flow_info(_TINY_SPEC)
     assert info is not None and info["n_train"] == 150 and info["n_test"] == 25  # 75 LFW faces and mirrors
     assert math.isfinite(info["test_bpd"])
-    again = flows.get_flow(_TINY_SPEC, device="cpu")
+    again = store.get_flow(_TINY_SPEC, device="cpu")
     for (k, a), (_, b) in zip(flow.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), k
     weights = next((tmp_path / "flows").glob("*.pt"))
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.warns(UserWarning, match="checksum"):
-        rebuilt = flows.get_flow(_TINY_SPEC, device="cpu")
+        rebuilt = store.get_flow(_TINY_SPEC, device="cpu")
     assert torch.equal(rebuilt.nll(torch.zeros(1, 1, 8, 8)), flow.nll(torch.zeros(1, 1, 8, 8)))
 
 
 def test_cache_key_changes_with_the_spec():
     other = flows.FlowSpec(image_size=8, levels=1, depth=1, hidden=4, epochs=3, batch_size=64)
-    assert flows.flow_cache_key(_TINY_SPEC) != flows.flow_cache_key(other)
-    assert flows.flow_cache_key(_TINY_SPEC) == flows.flow_cache_key(flows.FlowSpec.make(**{
+    assert store.cache_key(_TINY_SPEC) != store.cache_key(other)
+    assert store.cache_key(_TINY_SPEC) == store.cache_key(flows.FlowSpec.make(**{
         "image_size": 8, "levels": 1, "depth": 1, "hidden": 4, "epochs": 2, "batch_size": 64, "classes": [0]}))
 
 
@@ -151,7 +152,7 @@ def test_training_lowers_the_nll():
     flow = spec.build()
     flow.initialise(x, torch.Generator().manual_seed(0))
     before = flows.mean_nll(flow, x)
-    facts = flows.train_flow(flow, x, spec, torch.device("cpu"))
+    facts = train_flow(flow, x, spec, torch.device("cpu"))
     assert flows.mean_nll(flow, x) < before
     assert facts["n_train"] == 2 * len(x)
 

@@ -148,3 +148,44 @@ def test_two_processes_at_once_do_not_corrupt_the_store(tmp_path):
 def test_invalid_specs_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         replace(TINY, **kwargs).validate()
+
+
+def test_one_protocol_serves_classifiers_autoencoders_and_flows(tmp_path, monkeypatch):
+    from oodlib.autoencoder import AutoEncoderSpec
+    from oodlib.flows import FlowSpec
+
+    monkeypatch.setenv(store.CACHE_ENV, str(tmp_path))
+    specs = {"models": TINY, "autoencoders": AutoEncoderSpec(dataset="digits"), "flows": FlowSpec(image_size=8)}
+    for folder, spec in specs.items():
+        key = cache_key(spec)
+        assert len(key) == 20 and store.stem(spec) == f"{spec.label}-{key}"
+        assert ModelStore().paths(spec)[0] == tmp_path / folder / f"{spec.label}-{key}.pt"
+        assert store.info(spec) is None  # nothing trained yet
+    with pytest.raises(TypeError, match="not dict"):
+        cache_key({"arch": "small_cnn"})
+
+
+def test_key_covers_the_recipe_module_and_not_an_unrelated_recipe(tmp_path, monkeypatch):
+    from oodlib import recipes
+
+    spec = replace(TINY, recipe="outlier_exposure")
+    before = cache_key(spec)
+    for module, changes in ((recipes.jem, False), (recipes.common, True), (recipes.outlier_exposure, True)):
+        copy = tmp_path / Path(module.__file__).name
+        copy.write_bytes(Path(module.__file__).read_bytes() + b"\n# an edit\n")
+        monkeypatch.setattr(module, "__file__", str(copy))
+        assert (cache_key(spec) != before) == changes, module.__name__
+        monkeypatch.undo()
+    assert cache_key(spec) == before
+
+
+def test_warm_starts_come_from_the_standard_classifier_of_the_same_spec():
+    aoe = replace(TINY, recipe="aoe", seed=3)
+    base = training.warm_start_spec(aoe)
+    assert base == replace(TINY, recipe="standard", seed=3, epochs=training.WARM_STARTS["aoe"])
+    assert training.warm_start_spec(ModelSpec.make("small_cnn", "digits", recipe="aoe", epochs=1,
+                                                   recipe_options={"base_epochs": 0})) is None
+    assert training.warm_start_spec(replace(TINY, recipe="atom")) is None  # ATOM trains from scratch by default
+    assert training.warm_start_spec(ModelSpec.make("small_cnn", "digits", recipe="atom", epochs=1,
+                                                   recipe_options={"base_epochs": 2})).epochs == 2
+    assert training.warm_start_spec(TINY) is None  # the standard recipe has no warm start

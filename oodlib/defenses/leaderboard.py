@@ -86,7 +86,7 @@ def model_specs(arch: str, dataset: str, *, seed: int, epochs: int, oe_epochs: i
     train from scratch with their recipes' defaults as their papers do. ALOE and AOE draw ``n_outliers`` auxiliary
     outliers; ATOM mines ``n_outliers`` per epoch from a pool of twice as many.
     """
-    from ..store import ModelSpec  # the store imports the detectors: import it only when needed
+    from ..store import ModelSpec  # only where models are asked for (the store trains)
 
     def defense(recipe: str, n_epochs: int, warm: bool, **options) -> ModelSpec:
         start = {"base_epochs": epochs, "lr": fine_tune_lr} if warm else {"base_epochs": 0}

@@ -8,39 +8,20 @@ OOD score, large for an outlier — and attacks the concatenation of the members
 adversarially trained CIFAR-10 models of Ding et al. 2020). :class:`DeepEnsemble` negates the entropy.
 
 :class:`EnsembleClassifier` holds the members and predicts ``log p̄``. The members come from the model store:
-:func:`member_specs` turns one spec into ``M`` specs that differ only in their seed, and the ``"deep_ensemble"``
-recipe (:func:`train_ensemble_member`) trains one member as in Lakshminarayanan et al. (NLL + fast-gradient-sign
-adversarial training).
+:func:`oodlib.recipes.ensemble.member_specs` turns one spec into ``M`` specs that differ only in their seed, and the
+``"deep_ensemble"`` recipe (:mod:`oodlib.recipes.ensemble`) trains one member as in Lakshminarayanan et al. (NLL +
+fast-gradient-sign adversarial training).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..training import fit, register_recipe
 from .base import Detector, register_detector
-
-if TYPE_CHECKING:
-    from ..data import ImageSet
-    from ..store import ModelSpec
-
-ADVERSARIAL_EPS = 0.01
-"""Fast-gradient-sign step of the members' adversarial training: 1% of the input range, as Lakshminarayanan et al.
-(2017) chose it; here in [0, 1] pixel units."""
-
-
-def member_specs(spec: "ModelSpec", n_members: int) -> list["ModelSpec"]:
-    """``n_members`` copies of ``spec`` with seeds ``spec.seed, spec.seed + 1, ...``: independently initialised
-    and shuffled members of one ensemble (Lakshminarayanan et al. 2017, Section 2.4)."""
-    if n_members < 1:
-        raise ValueError(f"an ensemble needs at least one member, got n_members={n_members}")
-    return [dataclasses.replace(spec, seed=spec.seed + m) for m in range(n_members)]
 
 
 def mean_log_probabilities(logits: Tensor) -> Tensor:
@@ -113,35 +94,3 @@ class DeepEnsemble(Detector):
     def logits(self, x: Tensor) -> Tensor:
         """Every member's logits side by side, (N, M·K) (Appendix F.2's ``f(x)``)."""
         return self.model.concatenated_logits(x)
-
-
-def fgsm_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-    """Fast-gradient-sign adversarial examples ``clamp(x + ε · sign ∇ₓ NLL(model(x), y), 0, 1)``, detached
-    (the adversarial training of Lakshminarayanan et al. 2017, after Goodfellow et al. 2015)."""
-    x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
-    return (x + eps * grad.sign()).clamp(0, 1).detach()
-
-
-@register_recipe("deep_ensemble")
-def train_ensemble_member(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: torch.device) -> dict:
-    """Train one ensemble member as Lakshminarayanan et al. (2017), Algorithm 1: the NLL of each batch plus the
-    NLL of its fast-gradient-sign adversarial examples (``adv_eps``, default :data:`ADVERSARIAL_EPS`), with the
-    member's own random initialisation and data order (both from ``spec.seed``). Optimiser as the ``"standard"``
-    recipe: Adam (``lr`` default 3e-3), batch ``batch_size`` (default 64), cosine decay over ``spec.epochs``.
-
-    Returns
-    -------
-    dict
-        ``final_train_loss`` (mean of the last 10 steps, clean + adversarial NLL) and ``train_seconds``.
-    """
-    adv_eps = spec.option("adv_eps", ADVERSARIAL_EPS)
-    x_all, y_all = train.x.to(device), train.y.to(device)
-
-    def step_loss(step: int, idx: Tensor) -> Tensor:
-        x, y = x_all[idx.to(device)], y_all[idx.to(device)]
-        x_adv = fgsm_examples(model, x, y, adv_eps)
-        return F.cross_entropy(model(x), y) + F.cross_entropy(model(x_adv), y)
-
-    return fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=spec.option("batch_size", 64),
-               lr=spec.option("lr", 3e-3), generator=torch.Generator().manual_seed(spec.seed))

@@ -16,7 +16,7 @@ class ReconstructionError(Detector):
     The method's OOD score is ``||x − x̂||_2`` with ``x̂ = decode(encode(x))``; following the book's in-score
     convention it is **negated**: ``score(x) = −||x − x̂||_2`` (higher = more in-distribution). The score is
     differentiable in ``x``. ``fit`` needs no statistics: the auto-encoder is trained beforehand
-    (:func:`oodlib.autoencoder.get_autoencoder`). Attack targets: ``"score"`` and the ``"code"`` z.
+    (:func:`oodlib.store.get_autoencoder`). Attack targets: ``"score"`` and the ``"code"`` z.
 
     Parameters
     ----------

@@ -1,42 +1,31 @@
-"""ALOE — Adversarial Learning with inlier and Outlier Exposure (Chen, Wu, Liang, Jha, Li, *Robust
-Out-of-distribution Detection for Neural Networks*, arXiv 2003.09711).
-
-ALOE trains a K-way classifier on adversarially perturbed inliers and adversarially perturbed auxiliary
-outliers (the recipe of the authors' code, ``shared/reference/defenses.md``):
+"""The ``"aloe"`` recipe: ALOE — Adversarial Learning with inlier and Outlier Exposure (Chen, Wu, Liang, Jha, Li,
+*Robust Out-of-distribution Detection for Neural Networks*, arXiv 2003.09711), the recipe of the authors' code
+(``shared/reference/defenses.md``):
 
 - inlier attack: L∞ PGD, ε = 1/255, 2 steps of 1/255, random start, raising the cross-entropy to the true label;
 - outlier attack: the same budget, raising the Outlier Exposure loss ``logsumexp(f) − mean(f)`` (it makes an
   outlier's prediction confident);
 - loss ``CE(adversarial inliers, y) + 0.5 · OE(adversarial outliers)``, 64 inliers and 128 outliers per step.
 
-The detector is the classifier's maximum softmax probability (ALOE also reports ODIN on the same network); the
-threat it is evaluated against is :func:`oodlib.attack.pgd.aloe_threat`.
+The detector is the classifier's maximum softmax probability (:mod:`oodlib.defenses.aloe`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attack.pgd import pgd_linf
-from ..training import fit, register_recipe
-from .common import (CrossEntropyObjective, OutlierConfidenceObjective, attack_seed, cycle_batches,
-                     outlier_pool, uniform_cross_entropy, warm_start)
-
-if TYPE_CHECKING:
-    from ..data import ImageSet
-    from ..store import ModelSpec
-
-PAPER = "Chen, Wu, Liang, Jha & Li, Robust Out-of-distribution Detection for Neural Networks (arXiv 2003.09711)"
+from ..data import ImageSet
+from ..losses import outlier_exposure_loss
+from ..training import ModelSpec, fit, register_recipe
+from .common import CrossEntropyObjective, OutlierConfidenceObjective, attack_seed, cycle_batches, outlier_pool
 
 
-@register_recipe("aloe")
-def train_aloe(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: torch.device) -> dict:
+@register_recipe("aloe", warm_start=0)
+def train_aloe(model: nn.Module, train: ImageSet, spec: ModelSpec, device: torch.device) -> dict:
     """Train ``model`` with ALOE: cross-entropy on PGD-perturbed inliers plus ``oe_weight`` times the Outlier
-    Exposure loss on PGD-perturbed auxiliary outliers.
+    Exposure loss on PGD-perturbed auxiliary outliers (:func:`oodlib.losses.outlier_exposure_loss`).
 
     Recipe options (``spec.recipe_options``; defaults = the authors' settings where our scale allows):
     ``lr`` 3e-3 (Adam, cosine decay; the authors use SGD 0.1 with a cosine decay for 100 epochs),
@@ -49,7 +38,6 @@ def train_aloe(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: t
     eps, steps = spec.option("eps", 1 / 255), spec.option("attack_steps", 2)
     step_size, weight = spec.option("attack_step_size", 1 / 255), spec.option("oe_weight", 0.5)
     outliers = outlier_pool(spec.option("n_outliers", 2 * len(train)), train, seed=spec.seed + 1).to(device)
-    base_epochs = warm_start(model, spec, device)
     gen = torch.Generator().manual_seed(spec.seed)
     outlier_batches = cycle_batches(len(outliers), n_out, gen)
     x_all, y_all = train.x.to(device), train.y.to(device)
@@ -62,8 +50,8 @@ def train_aloe(model: nn.Module, train: "ImageSet", spec: "ModelSpec", device: t
         x_out_adv = pgd_linf(OutlierConfidenceObjective(model), x_out, eps=eps, steps=steps,
                              step_size=step_size, seed=attack_seed(gen)).x
         logits = model(torch.cat([x_in_adv, x_out_adv]))
-        return F.cross_entropy(logits[:len(idx)], y_in) + weight * uniform_cross_entropy(logits[len(idx):]).mean()
+        return outlier_exposure_loss(logits[:len(idx)], y_in, logits[len(idx):], weight)
 
     facts = fit(model, step_loss, n_examples=len(train), epochs=spec.epochs, batch_size=batch_size, lr=lr,
                 generator=gen)
-    return {**facts, "n_outliers": len(outliers), "warm_start_epochs": base_epochs}
+    return {**facts, "n_outliers": len(outliers)}

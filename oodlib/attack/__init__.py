@@ -4,7 +4,7 @@ it, the small-ball threat models of the robust-detector papers (:mod:`oodlib.att
 Every attack takes what it differentiates as a detector with the name of one of its attack targets
 (``ood_attack(detector, x_in, x_ood, target="features", ...)``), an ``nn.Module`` or a bound method of one, and
 puts that module in eval mode with frozen parameters for the attack (:func:`~oodlib.attack.ood.attack_target`).
-:data:`ATTACKS` names every attack, so that the contract suite and the leaderboard can enumerate them.
+:data:`ATTACKS` names every attack, so that the contract suite can enumerate them.
 """
 
 from typing import Callable

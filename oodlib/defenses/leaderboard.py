@@ -32,9 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import metrics
-from ..attack import ood_attack
+from ..attack import ood_attack, owning_module
 from ..attack.pgd import aloe_threat, aoe_threat, atom_threat
 from ..detectors.base import DETECTORS, Detector, make_detector
+from ..utils import batched, eval_mode, module_device
 
 
 @dataclass(frozen=True)
@@ -198,24 +199,17 @@ def adaptive_weight(model: nn.Module, detector: Detector, x_in: Tensor, scale: f
 
 def _batched(f: Callable[[Tensor], Tensor], x: Tensor, batch_size: int = 256) -> Tensor:
     """``f`` of many images, with autograd on (a score may differentiate internally), detached, on the CPU."""
-    device = next(iter(_parameters(f)), torch.empty(0)).device
+    owner = owning_module(f)
     with torch.enable_grad():
-        return torch.cat([f(x[i:i + batch_size].to(device)).detach().cpu() for i in range(0, len(x), batch_size)])
-
-
-def _parameters(f: Callable[[Tensor], Tensor]) -> list[Tensor]:
-    owner = f if isinstance(f, nn.Module) else getattr(f, "__self__", None)
-    return list(owner.parameters()) if isinstance(owner, nn.Module) else []
+        return batched(lambda batch: f(batch).detach(), x, batch_size,
+                       module_device(owner) if owner is not None else None)
 
 
 def _scores(detector: Detector, x: Tensor) -> Tensor:
-    """In-scores of many images in eval mode (autograd on, so scores with input preprocessing work)."""
-    was_training = detector.training
-    detector.eval()
-    try:
+    """In-scores of many images in eval mode (autograd on, so scores with input preprocessing work); every
+    submodule's mode is restored afterwards."""
+    with eval_mode(detector):
         return _batched(detector.score, x)
-    finally:
-        detector.train(was_training)
 
 
 def _outcome(detector: Detector, x_in: Tensor, x_out: Tensor, score_in: Tensor | None = None) -> Outcome:

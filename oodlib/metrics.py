@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import _checks
+from .utils import batched
 
 __all__ = [
     "MetricInputError",
@@ -437,10 +438,11 @@ def nearest_image_distance(x: torch.Tensor, reference: torch.Tensor, exclude_sel
     batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     queries = x.detach().flatten(1).float().cpu()
     refs = reference.detach().flatten(1).float().cpu()
-    blocks = []
-    for i in range(0, len(queries), batch_size):
-        d = torch.cdist(queries[i:i + batch_size], refs)
+
+    def nearest(block: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(block, refs)
         if exclude_self:
             d = torch.where(d > 0, d, torch.full_like(d, float("inf")))
-        blocks.append(d.amin(dim=1))
-    return torch.cat(blocks).double()
+        return d.amin(dim=1)
+
+    return batched(nearest, queries, batch_size).double()

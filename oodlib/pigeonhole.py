@@ -49,6 +49,7 @@ import torch
 from matplotlib.figure import Figure
 
 from . import _checks
+from .utils import batched
 
 if TYPE_CHECKING:
     from .store import ModelSpec
@@ -632,8 +633,7 @@ def nearest_code_mape(z_query: torch.Tensor, z_reference: torch.Tensor, batch_si
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"codes differ in dimension: {q.shape[1]} and {r.shape[1]}")
     scale = r.abs().amax(dim=1).clamp_min(1e-12) * r.shape[1]
-    blocks = [(torch.cdist(q[i:i + batch_size], r, p=1) / scale).amin(dim=1) for i in range(0, len(q), batch_size)]
-    return torch.cat(blocks)
+    return batched(lambda block: (torch.cdist(block, r, p=1) / scale).amin(dim=1), q, batch_size)
 
 
 def coverage_figure(curves: pd.DataFrame, simulated: pd.DataFrame | None = None) -> Figure:

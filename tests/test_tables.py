@@ -1,0 +1,83 @@
+"""Tidy tables, the paper's reference values and the chapters' use of them (issue 12, item 5)."""
+
+import ast
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from oodlib import defense_study, report
+from oodlib.report import Results, paper_claim, paper_value
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.py"))
+
+
+def test_paper_value_reads_the_data_file():
+    assert paper_value("appendix_g", "table6_cifar10") == 0.576
+    claim = paper_claim("appendix_e", "table5_auroc")
+    assert (claim.source, claim.value) == ("Table 5", 0.5)
+    assert "AUROC" in claim.convention
+
+
+def test_unknown_claim_names_the_known_ones():
+    with pytest.raises(KeyError, match="table6_svhn"):
+        paper_value("appendix_g", "table6_imagenet")
+
+
+def test_every_paper_value_is_finite_and_sourced():
+    values = report.paper_values()
+    assert len(values) >= 20
+    for (chapter, claim), row in values.items():
+        assert math.isfinite(row.value), (chapter, claim)
+        assert row.source and row.quantity and row.convention, (chapter, claim)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_paper_number_typed_into_a_chapter(path):
+    """`results.add(..., paper=<number>)` and dicts of paper numbers belong in `oodlib/paper_values.csv`."""
+    tree = ast.parse(path.read_text())
+    typed = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.keyword) and node.arg == "paper"
+             and isinstance(node.value, ast.Constant) and isinstance(node.value.value, (int, float))]
+    typed += [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assign)
+              for target in node.targets if isinstance(target, ast.Name) and target.id.upper().startswith("PAPER_")
+              and isinstance(node.value, (ast.Constant, ast.Dict)) and _numbers(node.value)]
+    assert not typed, f"{path.name}: paper values typed in at lines {typed}"
+
+
+def _numbers(node: ast.AST) -> bool:
+    return any(isinstance(n, ast.Constant) and isinstance(n.value, float) for n in ast.walk(node))
+
+
+def _tidy() -> pd.DataFrame:
+    return pd.DataFrame([{"ID set": "mnist5k", "model": "OE", "AUROC": 0.25, "paper": 0.5},
+                         {"ID set": "digits", "model": "OE", "AUROC": 0.75, "paper": None}]).set_index(["ID set"])
+
+
+def test_add_table_fills_item_templates_from_index_and_columns():
+    results = Results()
+    rows = results.add_table(_tidy(), item="Table 5: {ID set}, {model}", metric="AUROC", measured="AUROC",
+                             paper="paper")
+    assert [(r.item, r.measured, r.paper) for r in rows] == [("Table 5: mnist5k, OE", 0.25, 0.5),
+                                                             ("Table 5: digits, OE", 0.75, None)]
+    assert results.rows == rows
+
+
+def test_add_table_refuses_an_unknown_column():
+    with pytest.raises(KeyError):
+        Results().add_table(_tidy(), item="{dataset}", metric="AUROC", measured="AUROC")
+
+
+def test_table_renders_chosen_columns_and_marks_missing_values():
+    text = report.table(_tidy(), columns=["ID set", "paper"], caption="c", name="tbl-x").data
+    assert "  - paper" in text and "AUROC" not in text.split(":name:")[1]
+    assert text.count("—") == 1 and "0.500" in text and "digits" in text
+
+
+def test_defense_study_refuses_mismatched_datasets():
+    from oodlib.store import ModelSpec
+
+    spec = ModelSpec.make("small_cnn", "digits", epochs=1, seed=0)
+    with pytest.raises(ValueError, match="different datasets"):
+        defense_study.prepare({"digits": spec}, {"mnist5k": spec}, "defended", n_samples=2, n_ood=2,
+                              start="noise", eps_paper=10.0, eps_paper_large=20.0, paper_image_values=3072)

@@ -246,7 +246,10 @@ def paper_claim(chapter: str, claim: str) -> PaperValue:
     return table[chapter, claim]
 
 
-def paper_value(chapter: str, claim: str) -> float:
+def paper_value(chapter: str, claim: str, missing_ok: bool = False) -> float | None:
     """The paper's number for ``claim`` of ``chapter`` (a float; its source and convention in
-    :func:`paper_claim`). Raises ``KeyError`` for an unknown claim."""
+    :func:`paper_claim`). Raises ``KeyError`` for an unknown claim, or returns None for one if ``missing_ok``
+    (a configuration the paper did not run)."""
+    if missing_ok and (chapter, claim) not in paper_values():
+        return None
     return paper_claim(chapter, claim).value

@@ -40,12 +40,13 @@ def test_no_paper_number_typed_into_a_chapter(path):
     typed = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.keyword) and node.arg == "paper"
              and isinstance(node.value, ast.Constant) and isinstance(node.value.value, (int, float))]
     typed += [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assign)
-              for target in node.targets if isinstance(target, ast.Name) and target.id.upper().startswith("PAPER_")
-              and isinstance(node.value, (ast.Constant, ast.Dict)) and _numbers(node.value)]
+              for target in node.targets if isinstance(target, ast.Name) and target.id.lower().startswith("paper")
+              and _numbers(node.value)]
     assert not typed, f"{path.name}: paper values typed in at lines {typed}"
 
 
 def _numbers(node: ast.AST) -> bool:
+    """Whether ``node`` holds a float literal (the paper's numbers; image sizes are integer products)."""
     return any(isinstance(n, ast.Constant) and isinstance(n.value, float) for n in ast.walk(node))
 
 

@@ -67,22 +67,31 @@ class Results:
         target.write_text(json.dumps([_jsonable(asdict(r)) for r in self.rows], indent=2))
         return target
 
-    def add_table(self, df: "pd.DataFrame", *, item: str, metric: str, measured: str, paper: str | None = None,
-                  note: str | None = None) -> list[Row]:
-        """One row per row of the tidy table ``df`` (index levels count as columns): ``item`` and ``metric`` are
-        templates filled with the row's columns (``"Table 5: {ID set} vs OOD"``); ``measured``, ``paper`` and
-        ``note`` name columns. A missing paper value (None or NaN) is stored as None.
+    def add_table(self, df: "pd.DataFrame", *, item: str, metric: str | Sequence[str], measured: str | Sequence[str],
+                  paper: str | None = None, note: str | None = None) -> list[Row]:
+        """Rows from the tidy table ``df`` (index levels count as columns): for each of its rows, one results row
+        per ``(metric, measured)`` pair (a single name, or two sequences of equal length: the row's metrics side
+        by side). ``item`` and ``metric`` are templates filled with the row's columns (``"Table 5: {ID set} vs
+        OOD"``, format specs allowed); ``measured``, ``paper`` and ``note`` name columns. A missing paper value
+        (None or NaN) is stored as None.
 
         Raises
         ------
         KeyError
             If a template or a named column refers to a column ``df`` does not have.
+        ValueError
+            If ``metric`` and ``measured`` differ in length.
         """
+        metrics = [metric] if isinstance(metric, str) else list(metric)
+        columns = [measured] if isinstance(measured, str) else list(measured)
+        if len(metrics) != len(columns):
+            raise ValueError(f"{len(metrics)} metrics for {len(columns)} measured columns")
         added = []
         for r in _records(df):
-            added.append(self.add(item.format_map(r), metric.format_map(r), r[measured],
-                                  paper=r[paper] if paper is not None else None,
-                                  note=r[note] if note is not None else ""))
+            for m, column in zip(metrics, columns):
+                added.append(self.add(item.format_map(r), m.format_map(r), r[column],
+                                      paper=r[paper] if paper is not None else None,
+                                      note=r[note] if note is not None else ""))
         return added
 
     def table(self, caption: str, name: str, digits: int = 3) -> "Markdown":
@@ -229,6 +238,14 @@ def paper_values() -> dict[tuple[str, str], PaperValue]:
     if len(table) != len(records):
         raise ValueError(f"{PAPER_VALUES_FILE.name}: a (chapter, claim) pair appears twice")
     return table
+
+
+def paper_values_frame() -> "pd.DataFrame":
+    """:func:`paper_values` as a tidy table (columns ``chapter``, ``claim``, ``source``, ``quantity``, ``value``,
+    ``convention``; one row per claim, in file order) for :func:`table`."""
+    import pandas as pd
+
+    return pd.DataFrame([asdict(v) for v in paper_values().values()])
 
 
 def paper_claim(chapter: str, claim: str) -> PaperValue:

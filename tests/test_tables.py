@@ -82,3 +82,45 @@ def test_defense_study_refuses_mismatched_datasets():
     with pytest.raises(ValueError, match="different datasets"):
         defense_study.prepare({"digits": spec}, {"mnist5k": spec}, "defended", n_samples=2, n_ood=2,
                               start="noise", eps_paper=10.0, eps_paper_large=20.0, paper_image_values=3072)
+
+
+def test_add_table_puts_several_metrics_of_a_row_side_by_side():
+    results = Results()
+    results.add_table(_tidy(), item="{ID set}", metric=["AUROC", "paper AUROC"], measured=["AUROC", "paper"])
+    assert [(r.item, r.metric, r.measured) for r in results.rows] == [
+        ("mnist5k", "AUROC", 0.25), ("mnist5k", "paper AUROC", 0.5),
+        ("digits", "AUROC", 0.75), ("digits", "paper AUROC", None)]
+    with pytest.raises(ValueError, match="2 metrics for 1"):
+        results.add_table(_tidy(), item="{ID set}", metric=["a", "b"], measured=["AUROC"])
+
+
+class _Run:
+    def __init__(self, mape):
+        import torch
+
+        self.mape = torch.tensor(mape)
+
+
+def test_sweep_table_has_one_row_per_budget_and_the_chapter_columns():
+    from oodlib import sweeps
+
+    sweep = sweeps.Sweep({1.0: _Run([1e-4, 1e-2, 1e-1]), 4.0: _Run([1e-5, 1e-5, 1e-2])}, n_values=16)
+    frame = sweep.table(**{"AUROC attacked": [0.9, 0.6]})
+    assert list(frame.index) == [1.0, 4.0] and frame.index.name == sweeps.EPS
+    assert frame[sweeps.RMS].tolist() == [0.25, 1.0]
+    assert frame["fraction MAPE < 0.1%"].tolist() == pytest.approx([1 / 3, 2 / 3])
+    assert frame["median MAPE"].tolist() == pytest.approx([1e-2, 1e-5])
+    assert frame["AUROC attacked"].tolist() == [0.9, 0.6]
+    with pytest.raises(ValueError, match="1 values for 2 budgets"):
+        sweep.table(**{"AUROC attacked": [0.9]})
+
+
+@pytest.mark.parametrize("budgets", [[], [1.0, 1.0], [1.0, -2.0]])
+def test_eps_sweep_refuses_empty_repeated_or_negative_budgets(budgets):
+    import torch
+
+    from oodlib import sweeps
+
+    x = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError):
+        sweeps.eps_sweep(torch.nn.Flatten(), x, x, budgets, steps=1)

@@ -124,3 +124,10 @@ def test_eps_sweep_refuses_empty_repeated_or_negative_budgets(budgets):
     x = torch.zeros(2, 1, 4, 4)
     with pytest.raises(ValueError):
         sweeps.eps_sweep(torch.nn.Flatten(), x, x, budgets, steps=1)
+
+
+def test_glow_study_names_the_missing_chapter_parameters():
+    from oodlib import glow_study
+
+    with pytest.raises(KeyError, match="flow_depth"):
+        glow_study.prepare({name: 1 for name in glow_study.CHAPTER_PARAMETERS if name != "flow_depth"})

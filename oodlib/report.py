@@ -166,6 +166,13 @@ def glue_value(key: str, value: Any) -> Any:
     return value
 
 
+def glue_values(**values: Any) -> None:
+    """:func:`glue_value` for each keyword: ``glue_values(steps=steps, n_ood=n_ood)`` glues ``steps`` and
+    ``n_ood`` (the keyword is the glue key)."""
+    for key, value in values.items():
+        glue_value(key, value)
+
+
 def glue_figure(key: str, fig) -> None:
     """Glue a matplotlib figure for ``{glue:figure}`` and close it (so it is not shown twice)."""
     import matplotlib.pyplot as plt

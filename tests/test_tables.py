@@ -131,3 +131,10 @@ def test_glow_study_names_the_missing_chapter_parameters():
 
     with pytest.raises(KeyError, match="flow_depth"):
         glow_study.prepare({name: 1 for name in glow_study.CHAPTER_PARAMETERS if name != "flow_depth"})
+
+
+def test_the_paper_values_file_is_a_chapter_input():
+    """Editing a reference value must re-execute the chapters (the runner's input hash covers it)."""
+    from oodlib import runner
+
+    assert report.PAPER_VALUES_FILE in runner.library_files()

@@ -196,6 +196,24 @@ def profile_banner(profile: str, params: dict[str, Any], departures: str = "") -
     return Markdown("\n\n".join(text))
 
 
+def chapter_banner(chapter: str, namespace: dict[str, Any], departures: str = "") -> "Markdown":
+    """:func:`profile_banner` with every parameter the chapter declares (its parameters cell, in declaration
+    order), valued as in ``namespace`` (the chapter's ``globals()`` after ``check_chapter``): the banner cannot
+    forget a parameter or repeat the parameters cell by hand.
+
+    Raises
+    ------
+    KeyError
+        If ``namespace`` lacks a declared parameter (``check_chapter`` has not run).
+    """
+    from .params import REPO_ROOT, chapter_schema
+
+    path = Path.cwd() / f"{chapter}.py"
+    path = path if path.exists() else REPO_ROOT / "notebooks" / f"{chapter}.py"
+    return profile_banner(namespace["profile"], {name: namespace[name] for name in chapter_schema(path)},
+                          departures)
+
+
 def collect_results(profile: str, results_dir: str | os.PathLike | None = None, exclude: tuple[str, ...] = ()
                     ) -> list[dict[str, Any]]:
     """Every row of every chapter's results file ``<results>/<profile>/*.json`` (the reproduction scorecard),

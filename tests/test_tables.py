@@ -138,3 +138,16 @@ def test_the_paper_values_file_is_a_chapter_input():
     from oodlib import runner
 
     assert report.PAPER_VALUES_FILE in runner.library_files()
+
+
+def test_chapter_banner_states_every_declared_parameter():
+    from oodlib import params
+
+    chapter = "appendix_e_outlier_exposure"
+    namespace = params.declared_parameters(params.REPO_ROOT / "notebooks" / f"{chapter}.py")
+    text = report.chapter_banner(chapter, {**namespace, "steps": 7}).data
+    assert "`steps=7`" in text and "`eps_paper_large=20.0`" in text and "`seed=0`" in text
+    assert "`profile=" not in text
+    namespace.pop("n_ood")
+    with pytest.raises(KeyError, match="n_ood"):
+        report.chapter_banner(chapter, namespace)

@@ -48,7 +48,7 @@ import torch
 from oodlib import data, defense_study, plots
 from oodlib.detectors.outlier_exposure import OE_LAMBDA, OUTLIER_BATCH_FACTOR, OutlierExposure
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, paper_claim, profile_banner, table
+from oodlib.report import Results, chapter_banner, glue_figure, glue_values, paper_claim, table
 from oodlib.store import ModelSpec, model_info
 
 check_chapter("appendix_e_outlier_exposure", globals())  # the declared parameters, checked as the runner does
@@ -63,17 +63,11 @@ table5 = paper_claim("appendix_e", "table5_auroc")  # SVHN, CIFAR-10 and CIFAR-1
 main = study.main
 results = Results()
 defense_study.glue_setup(study)
-glue_value("acc_oe", model_info(oe_specs[main])["test_accuracy"])
-glue_value("acc_standard", model_info(study.model_specs[main]["standard"])["test_accuracy"])
-glue_value("n_outliers", model_info(oe_specs[main])["n_outliers"])
-glue_value("train_seconds", model_info(oe_specs[main])["train_seconds"])
-glue_value("lam", OE_LAMBDA)
-glue_value("factor", OUTLIER_BATCH_FACTOR)
-glue_value("steps", steps)
-glue_value("n_ood", n_ood)
-profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "n_samples": n_samples,
-                         "n_ood": n_ood, "start": start, "eps_paper": eps_paper, "eps_paper_large": eps_paper_large,
-                         "steps": steps},
+info = model_info(oe_specs[main])
+glue_values(acc_oe=info["test_accuracy"], acc_standard=model_info(study.model_specs[main]["standard"])["test_accuracy"],
+            n_outliers=info["n_outliers"], train_seconds=info["train_seconds"], lam=OE_LAMBDA,
+            factor=OUTLIER_BATCH_FACTOR, steps=steps, n_ood=n_ood)
+chapter_banner("appendix_e_outlier_exposure", globals(),
                departures=f"The paper attacked the Outlier Exposure authors' pretrained WRN-40-2 models (SVHN, "
                           f"CIFAR-10, CIFAR-100; 100 epochs with 80 Million Tiny Images as outliers) with N = 10⁴ "
                           f"iterations for every test image. Here a {arch} is trained with the same objective for "
@@ -117,11 +111,11 @@ glue_figure("fig_outliers", fig)
 clean = defense_study.clean_detection(study, {"OE score": "outlier_exposure", "MSP": "msp"})
 results.add_table(clean, item="Appendix E: {ID set}, {model} model, {score}, clean natural images", metric="AUROC",
                   measured="AUROC vs natural-image OOD set")
-glue_value("clean_oe_natural", clean.loc[(main, "Outlier Exposure", "OE score"), "AUROC vs natural-image OOD set"])
-glue_value("clean_std_natural", clean.loc[(main, "standard", "MSP"), "AUROC vs natural-image OOD set"])
-glue_value("clean_std_oe_natural", clean.loc[(main, "standard", "OE score"), "AUROC vs natural-image OOD set"])
-glue_value("clean_oe_noise", clean.loc[(main, "Outlier Exposure", "OE score"), f"AUROC vs {start}"])
-glue_value("clean_oe_crops", clean.loc[(main, "Outlier Exposure", "OE score"), "AUROC vs natural crop"])
+oe, std = clean.loc[(main, "Outlier Exposure", "OE score")], clean.loc[(main, "standard")]
+glue_values(clean_oe_natural=oe["AUROC vs natural-image OOD set"], clean_oe_noise=oe[f"AUROC vs {start}"],
+            clean_oe_crops=oe["AUROC vs natural crop"],
+            clean_std_natural=std.loc["MSP", "AUROC vs natural-image OOD set"],
+            clean_std_oe_natural=std.loc["OE score", "AUROC vs natural-image OOD set"])
 table(clean, caption=f"Clean detection: AUROC (ID positive, in-scores) of the whole test set against the {n_ood} "
                      f"natural-image crops of the OOD set, the {n_samples} {start} start images and the {n_samples} "
                      f"natural-crop start images, before the attack (profile {profile})", name="tbl-e-clean")

@@ -61,7 +61,7 @@ import torch
 from oodlib import defense_study
 from oodlib.detectors.confidence import GAN_LR, ConfidenceCalibrated
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, paper_value, profile_banner, table
+from oodlib.report import Results, chapter_banner, glue_values, paper_value, table
 from oodlib.store import ModelSpec, model_info
 
 check_chapter("appendix_g_confidence_calibrated", globals())  # the declared parameters, checked as the runner does
@@ -80,24 +80,13 @@ main = study.main
 info = model_info(cc_specs[main])
 results = Results()
 defense_study.glue_setup(study)
-glue_value("steps", steps)
-glue_value("epochs", epochs)
-glue_value("n_ood", n_ood)
-glue_value("beta_main", beta[main])
-glue_value("classifier_lr", classifier_lr)
-glue_value("gan_lr", GAN_LR)
-glue_value("gan_width", gan_width)
-glue_value("gan_width_2", 2 * gan_width)
-glue_value("gan_latent", gan_latent)
-glue_value("acc_cc", info["test_accuracy"])
-glue_value("acc_standard", model_info(study.model_specs[main]["standard"])["test_accuracy"])
-glue_value("train_seconds", info["train_seconds"])
-glue_value("kl_generated", info["final_kl_generated"])
-glue_value("z_dim", detectors[main].classifier_input(study.x_in[main][:1]).shape[1])
-profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "betas": betas,
-                         "classifier_lr": classifier_lr, "gan_width": gan_width, "gan_latent": gan_latent,
-                         "n_samples": n_samples, "n_ood": n_ood, "start": start, "eps_paper": eps_paper,
-                         "eps_paper_large": eps_paper_large, "steps": steps},
+glue_values(steps=steps, epochs=epochs, n_ood=n_ood, beta_main=beta[main], classifier_lr=classifier_lr,
+            gan_lr=GAN_LR, gan_width=gan_width, gan_width_2=2 * gan_width, gan_latent=gan_latent,
+            acc_cc=info["test_accuracy"],
+            acc_standard=model_info(study.model_specs[main]["standard"])["test_accuracy"],
+            train_seconds=info["train_seconds"], kl_generated=info["final_kl_generated"],
+            z_dim=detectors[main].classifier_input(study.x_in[main][:1]).shape[1])
+chapter_banner("appendix_g_confidence_calibrated", globals(),
                departures=f"The paper trained the reference VGG13 (no batch norm) with a DCGAN on SVHN and CIFAR-10 "
                           f"for 100 epochs and attacked every test image with N = 10⁴ iterations. Here a {arch} "
                           f"(with batch norm) and a small DCGAN are trained with the same joint loss for {epochs} "
@@ -133,10 +122,10 @@ profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "
 clean = defense_study.clean_detection(study, {"MSP": "msp"})
 results.add_table(clean, item="Appendix G: {ID set}, {model} model, clean natural images", metric="MSP AUROC",
                   measured="AUROC vs natural-image OOD set")
-glue_value("clean_cc_natural", clean.loc[(main, "confidence-calibrated", "MSP"), "AUROC vs natural-image OOD set"])
-glue_value("clean_std_natural", clean.loc[(main, "standard", "MSP"), "AUROC vs natural-image OOD set"])
-glue_value("clean_cc_noise", clean.loc[(main, "confidence-calibrated", "MSP"), f"AUROC vs {start}"])
-glue_value("clean_cc_crops", clean.loc[(main, "confidence-calibrated", "MSP"), "AUROC vs natural crop"])
+cc = clean.loc[(main, "confidence-calibrated", "MSP")]
+glue_values(clean_cc_natural=cc["AUROC vs natural-image OOD set"], clean_cc_noise=cc[f"AUROC vs {start}"],
+            clean_cc_crops=cc["AUROC vs natural crop"],
+            clean_std_natural=clean.loc[(main, "standard", "MSP"), "AUROC vs natural-image OOD set"])
 table(clean, columns=["ID set", "model", "test accuracy", "AUROC vs natural-image OOD set", f"AUROC vs {start}",
                       "AUROC vs natural crop"],
       caption=f"Clean detection: maximum-softmax AUROC (ID positive) of the whole test set against the {n_ood} "

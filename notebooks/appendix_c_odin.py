@@ -57,7 +57,7 @@ from oodlib.attack import ood_attack
 from oodlib.detectors.energy import Energy
 from oodlib.detectors.odin import ODIN
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("appendix_c_odin", globals())  # the declared parameters, checked as the runner does
@@ -72,20 +72,18 @@ x_natural = data.natural_ood_set(len(x_eval), size=size, channels=channels, seed
 x_start = data.start_batch(start, n_samples, size=size, channels=channels, seed=seed)
 x_natural_start = data.natural_ood_set(n_samples, size=size, channels=channels, seed=seed + 1)
 n_values = x_in[0].numel()
-eps_matched = experiments.scale_eps(10.0, n_values, paper_values=3 * 32 * 32)  # the paper's ε = 10 per value
+eps_cifar = paper_value("appendices", "eps_cifar")  # the paper's ε = 10 on 32×32×3
+eps_matched = experiments.scale_eps(eps_cifar, n_values, paper_values=3 * 32 * 32)
 configs = [(t, m) for m in magnitudes for t in temperatures]
 detectors = {c: ODIN(model, temperature=c[0], magnitude=c[1]) for c in configs}
 energy = Energy(model)
 figure_config = (figure_temperature, figure_magnitude)
+paper_auroc = paper_value("appendix_c", "attacked_auroc")  # Table 2: every T and PM
 results = Results()
 accuracy = glue_value("accuracy", model_info(spec)["test_accuracy"])
-glue_value("n_samples", n_samples)
-glue_value("n_eval", len(x_eval))
-glue_value("steps", steps)
-glue_value("eps", eps)
-glue_value("eps_matched", eps_matched)
-glue_value("rms_eps", experiments.rms_per_value(eps, n_values))
-glue_value("rms_paper", experiments.rms_per_value(10.0, 3 * 32 * 32))
+rms_paper = experiments.rms_per_value(eps_cifar, 3 * 32 * 32)
+glue_values(n_samples=n_samples, n_eval=len(x_eval), steps=steps, eps=eps, eps_matched=eps_matched,
+            rms_eps=experiments.rms_per_value(eps, n_values), rms_paper=rms_paper)
 profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_eval": len(x_eval),
                          "n_samples": n_samples, "start": start, "eps": eps, "steps": steps,
                          "temperatures": temperatures, "magnitudes": magnitudes},
@@ -94,9 +92,9 @@ profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_
                           f"{n_samples} {dataset} test images ({n_values} values each) with the same N and ε = "
                           f"{eps:g}, which on this image size is a root-mean-square change of "
                           f"{experiments.rms_per_value(eps, n_values):.3f} per value against the paper's "
-                          f"{experiments.rms_per_value(10.0, 3 * 32 * 32):.3f}: the budget with the paper's per-value "
-                          f"size (ε = {eps_matched:.2f}) cannot match the logits from noise on this model (see below). "
-                          f"Clean detection uses {len(x_eval)} test images against as many natural-image crops.")
+                          f"{rms_paper:.3f}: the budget with the paper's per-value size (ε = {eps_matched:.2f}) "
+                          f"cannot match the logits from noise on this model (see below). Clean detection uses "
+                          f"{len(x_eval)} test images against as many natural-image crops.")
 
 # %% [markdown]
 # ## Clean detection
@@ -110,10 +108,8 @@ clean_natural = {c: experiments.detector_auroc(d, x_eval, x_natural) for c, d in
 clean_start = {c: experiments.detector_auroc(d, x_in, x_start) for c, d in detectors.items()}
 energy_clean = (experiments.detector_auroc(energy, x_eval, x_natural),
                 experiments.detector_auroc(energy, x_in, x_start))
-glue_value("msp_natural", clean_natural[(temperatures[0], magnitudes[0])])
-glue_value("fig_natural", clean_natural[figure_config])
-glue_value("fig_start", clean_start[figure_config])
-glue_value("energy_natural", energy_clean[0])
+glue_values(msp_natural=clean_natural[(temperatures[0], magnitudes[0])], fig_natural=clean_natural[figure_config],
+            fig_start=clean_start[figure_config], energy_natural=energy_clean[0])
 markdown_table(["T", "PM", "AUROC vs natural crops", f"AUROC vs {start} starts"],
                [[f"{t:g}", f"{m:g}", clean_natural[(t, m)], clean_start[(t, m)]] for t, m in configs]
                + [["energy", "—", *energy_clean]],
@@ -151,15 +147,12 @@ logit_mape = {c: metrics.mape(experiments.encode(model, attacks[c].x), experimen
               for c in configs}
 energy_attacked = experiments.detector_auroc(energy, x_in, logit_attack.x)
 for t, m in configs:
-    results.add(f"Table 2: T={t:g}, PM={m:g}", "AUROC under attack", attacked[(t, m)], paper=0.5)
+    results.add(f"Table 2: T={t:g}, PM={m:g}", "AUROC under attack", attacked[(t, m)], paper=paper_auroc)
 results.add("Energy score (not in the paper), f(x) = logits", "AUROC under attack", energy_attacked)
-glue_value("auroc_min", min(attacked.values()))
-glue_value("auroc_max", max(attacked.values()))
-glue_value("transfer_min", min(transfer.values()))
-glue_value("transfer_max", max(transfer.values()))
-glue_value("energy_attacked", energy_attacked)
-glue_value("mape_logits", logit_mape[(temperatures[0], magnitudes[0])])
-markdown_table(["T", "PM", "clean AUROC vs starts", "attacked AUROC (paper: 0.500)",
+glue_values(auroc_min=min(attacked.values()), auroc_max=max(attacked.values()), transfer_min=min(transfer.values()),
+            transfer_max=max(transfer.values()), energy_attacked=energy_attacked,
+            mape_logits=logit_mape[(temperatures[0], magnitudes[0])])
+markdown_table(["T", "PM", "clean AUROC vs starts", f"attacked AUROC (paper: {paper_auroc:.3f})",
                 "attacked with f = plain logits", "median logit MAPE"],
                [[f"{t:g}", f"{m:g}", clean_start[(t, m)], attacked[(t, m)], transfer[(t, m)], logit_mape[(t, m)]]
                 for t, m in configs]
@@ -221,7 +214,7 @@ msp = detectors[(temperatures[0], magnitudes[0])]
 natural_clean = experiments.detector_auroc(msp, x_in, x_natural_start)
 natural_attacked = experiments.detector_auroc(msp, x_in, natural_attack.x)
 results.add(f"Appendix C: MSP (T={temperatures[0]:g}, PM={magnitudes[0]:g}), natural-image starts",
-            "AUROC under attack", natural_attacked, paper=0.5, note=f"clean: {natural_clean:.3f}")
+            "AUROC under attack", natural_attacked, paper=paper_auroc, note=f"clean: {natural_clean:.3f}")
 glue_value("natural_clean", natural_clean)
 glue_value("natural_attacked", natural_attacked)
 fig = plots.image_grid({"ID": x_in[shown], "start": x_natural_start[shown], "attacked": natural_attack.x[shown]}, n=8)
@@ -250,11 +243,8 @@ small_auroc = experiments.detector_auroc(figure_detector, x_in, small_attack.x)
 results.add(f"Appendix C: plain-logits attack at eps = {eps_matched:.2f} (the paper's RMS per value)",
             "median logit MAPE", small_mape)
 results.add(f"Appendix C: plain-logits attack at eps = {eps_matched:.2f}, ODIN T={figure_temperature:g}, "
-            f"PM={figure_magnitude:g}", "AUROC under attack", small_auroc, paper=0.5)
-glue_value("small_mape", small_mape)
-glue_value("small_auroc", small_auroc)
-glue_value("mean_start", x_start.mean())
-glue_value("mean_id", x_in.mean())
+            f"PM={figure_magnitude:g}", "AUROC under attack", small_auroc, paper=paper_auroc)
+glue_values(small_mape=small_mape, small_auroc=small_auroc, mean_start=x_start.mean(), mean_id=x_in.mean())
 
 # %% [markdown]
 # At ε = {glue:text}`eps_matched:.2f` the median logit MAPE stays at {glue:text}`small_mape:.3f` (against

@@ -45,61 +45,38 @@ steps: int = 200  # > 0; attack iterations N
 # %%
 import torch
 
-from oodlib import data, experiments, plots
-from oodlib.detectors import make_detector
+from oodlib import data, defense_study, plots
 from oodlib.detectors.outlier_exposure import OutlierExposure
 from oodlib.params import check_chapter
 from oodlib.recipes.outlier_exposure import OE_LAMBDA, OUTLIER_BATCH_FACTOR
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
-from oodlib.store import ModelSpec, get_model, model_info, training_data
+from oodlib.report import Results, chapter_banner, glue_figure, glue_values, paper_claim, table
+from oodlib.store import ModelSpec, model_info
 
 check_chapter("appendix_e_outlier_exposure", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
-PAPER_VALUES = 3 * 32 * 32  # the appendix's SVHN / CIFAR images, where the paper's ε = 10 applies
-PAPER_TABLE5 = 0.500  # SVHN, CIFAR-10 and CIFAR-100 alike
 oe_specs = {d: ModelSpec.make(arch, d, recipe="outlier_exposure", epochs=epochs, seed=seed) for d in datasets}
-standard_specs = {d: ModelSpec.make(arch, d, epochs=epochs, seed=seed) for d in datasets}
-model_specs = {d: {"standard": standard_specs[d], "Outlier Exposure": oe_specs[d]} for d in datasets}
-models = {d: {m: get_model(spec, device=device) for m, spec in model_specs[d].items()} for d in datasets}
-detectors = {d: OutlierExposure(models[d]["Outlier Exposure"]) for d in datasets}
-tests = {d: training_data(oe_specs[d], "test") for d in datasets}
-paired = {d: tests[d].subset(n_samples, seed=seed) for d in datasets}
-x_in = {d: paired[d].x for d in datasets}
-geometry = {d: {"size": x_in[d].shape[-1], "channels": x_in[d].shape[1]} for d in datasets}
-eps = {d: {budget: experiments.scale_eps(budget, x_in[d][0].numel(), PAPER_VALUES)
-           for budget in (eps_paper, eps_paper_large)} for d in datasets}
-x_natural = {d: data.natural_ood_set(n_ood, **geometry[d], seed=seed) for d in datasets}
-starts = {d: {start: data.start_batch(start, n_samples, **geometry[d], seed=seed),
-              "natural crop": data.natural_ood_set(n_samples, **geometry[d], seed=seed + 1)} for d in datasets}
-large = f"{start}, ε ×{eps_paper_large / eps_paper:g}"
-attacks = {d: {start: (start, eps_paper), "natural crop": ("natural crop", eps_paper),
-               large: (start, eps_paper_large)} for d in datasets}
-main = datasets[0]
-shown = experiments.example_indices(paired[main].y, 8)
+study = defense_study.prepare({d: ModelSpec.make(arch, d, epochs=epochs, seed=seed) for d in datasets}, oe_specs,
+                              "Outlier Exposure", n_samples=n_samples, n_ood=n_ood, start=start, eps_paper=eps_paper,
+                              eps_paper_large=eps_paper_large, paper_image_values=3 * 32 * 32, seed=seed,
+                              device=device)  # the appendix's SVHN / CIFAR images, where the paper's ε = 10 applies
+detectors = {d: OutlierExposure(study.models[d]["Outlier Exposure"]) for d in datasets}
+table5 = paper_claim("appendix_e", "table5_auroc")  # SVHN, CIFAR-10 and CIFAR-100 alike
+main = study.main
 results = Results()
-glue_value("eps_main", eps[main][eps_paper])
-glue_value("eps_main_large", eps[main][eps_paper_large])
-glue_value("rms_paper", experiments.rms_per_value(eps_paper, PAPER_VALUES))
-glue_value("large_factor", eps_paper_large / eps_paper)
-glue_value("acc_oe", model_info(oe_specs[main])["test_accuracy"])
-glue_value("acc_standard", model_info(standard_specs[main])["test_accuracy"])
-glue_value("n_outliers", model_info(oe_specs[main])["n_outliers"])
-glue_value("train_seconds", model_info(oe_specs[main])["train_seconds"])
-glue_value("lam", OE_LAMBDA)
-glue_value("factor", OUTLIER_BATCH_FACTOR)
-glue_value("steps", steps)
-glue_value("n_ood", n_ood)
-scaled = ", ".join(f"{eps[d][eps_paper]:.2f} on {d}" for d in datasets)
-profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "n_samples": n_samples,
-                         "n_ood": n_ood, "start": start, "eps_paper": eps_paper, "eps_paper_large": eps_paper_large,
-                         "steps": steps},
+defense_study.glue_setup(study)
+info = model_info(oe_specs[main])
+glue_values(acc_oe=info["test_accuracy"], acc_standard=model_info(study.model_specs[main]["standard"])["test_accuracy"],
+            n_outliers=info["n_outliers"], train_seconds=info["train_seconds"], lam=OE_LAMBDA,
+            factor=OUTLIER_BATCH_FACTOR, steps=steps, n_ood=n_ood)
+chapter_banner("appendix_e_outlier_exposure", globals(),
                departures=f"The paper attacked the Outlier Exposure authors' pretrained WRN-40-2 models (SVHN, "
                           f"CIFAR-10, CIFAR-100; 100 epochs with 80 Million Tiny Images as outliers) with N = 10⁴ "
                           f"iterations for every test image. Here a {arch} is trained with the same objective for "
                           f"{epochs} epochs on {', '.join(datasets)}, with crops of two photographs as the "
                           f"outliers, and {n_samples} test images per dataset are attacked for N = {steps} "
                           f"iterations. ε is given at the paper's image size (32×32×3) and scaled to keep its "
-                          f"root-mean-square change per value: ε = {eps_paper:g} becomes {scaled}.")
+                          f"root-mean-square change per value: ε = {eps_paper:g} becomes "
+                          f"{defense_study.scaled_budgets(study)}.")
 
 # %% [markdown]
 # ## Training with outliers
@@ -113,8 +90,8 @@ profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "
 # cross-entropy alone.
 
 # %%
-fig = plots.image_grid({"training outliers": data.auxiliary_outliers(8, **geometry[main], seed=seed),
-                        "evaluation OOD": x_natural[main][:8], "ID test": x_in[main][shown]}, n=8)
+fig = plots.image_grid({"training outliers": data.auxiliary_outliers(8, **study.geometry[main], seed=seed),
+                        "evaluation OOD": study.x_natural[main][:8], "ID test": study.x_in[main][study.shown]}, n=8)
 glue_figure("fig_outliers", fig)
 
 # %% [markdown]
@@ -132,25 +109,17 @@ glue_figure("fig_outliers", fig)
 # unattacked start images.
 
 # %%
-score_names = {"OE score": "outlier_exposure", "MSP": "msp"}
-clean_sets = {d: {"natural-image OOD set": x_natural[d], **starts[d]} for d in datasets}
-clean = {(d, m, s): {set_name: experiments.detector_auroc(make_detector(name, model), tests[d].x, x_out)
-                     for set_name, x_out in clean_sets[d].items()}
-         for d in datasets for m, model in models[d].items() for s, name in score_names.items()}
-for (d, m, s), values in clean.items():
-    results.add(f"Appendix E: {d}, {m} model, {s}, clean natural images", "AUROC", values["natural-image OOD set"])
-glue_value("clean_oe_natural", clean[main, "Outlier Exposure", "OE score"]["natural-image OOD set"])
-glue_value("clean_std_natural", clean[main, "standard", "MSP"]["natural-image OOD set"])
-glue_value("clean_std_oe_natural", clean[main, "standard", "OE score"]["natural-image OOD set"])
-glue_value("clean_oe_noise", clean[main, "Outlier Exposure", "OE score"][start])
-glue_value("clean_oe_crops", clean[main, "Outlier Exposure", "OE score"]["natural crop"])
-markdown_table(["ID set", "model", "score", "test accuracy", *[f"AUROC vs {s}" for s in clean_sets[main]]],
-               [[d, m, s, model_info(model_specs[d][m])["test_accuracy"], *values.values()]
-                for (d, m, s), values in clean.items()],
-               caption=f"Clean detection: AUROC (ID positive, in-scores) of the whole test set against the "
-                       f"{n_ood} natural-image crops of the OOD set, the {n_samples} {start} start images and the "
-                       f"{n_samples} natural-crop start images, before the attack (profile {profile})",
-               name="tbl-e-clean")
+clean = defense_study.clean_detection(study, {"OE score": "outlier_exposure", "MSP": "msp"})
+results.add_table(clean, item="Appendix E: {ID set}, {model} model, {score}, clean natural images", metric="AUROC",
+                  measured="AUROC vs natural-image OOD set")
+oe, std = clean.loc[(main, "Outlier Exposure", "OE score")], clean.loc[(main, "standard")]
+glue_values(clean_oe_natural=oe["AUROC vs natural-image OOD set"], clean_oe_noise=oe[f"AUROC vs {start}"],
+            clean_oe_crops=oe["AUROC vs natural crop"],
+            clean_std_natural=std.loc["MSP", "AUROC vs natural-image OOD set"],
+            clean_std_oe_natural=std.loc["OE score", "AUROC vs natural-image OOD set"])
+table(clean, caption=f"Clean detection: AUROC (ID positive, in-scores) of the whole test set against the {n_ood} "
+                     f"natural-image crops of the OOD set, the {n_samples} {start} start images and the {n_samples} "
+                     f"natural-crop start images, before the attack (profile {profile})", name="tbl-e-clean")
 
 # %% [markdown]
 # Outlier Exposure does what it is for: on {glue:text}`n_ood` natural-image crops from photographs it never saw,
@@ -172,29 +141,19 @@ markdown_table(["ID set", "model", "score", "test accuracy", *[f"AUROC vs {s}" f
 # root-mean-square budget from both starts, and at {glue:text}`large_factor:g` times that budget from noise.
 
 # %%
-runs = {d: experiments.attack_detector(detectors[d], "logits", x_in[d], starts[d],
-                                      {a: (s, eps[d][budget]) for a, (s, budget) in attacks[d].items()},
-                                      steps=steps, seed=seed) for d in datasets}
-for d, a, run in ((d, a, run) for d in datasets for a, run in runs[d].items()):
-    note = f"ε = {run.eps:.2f} on {d}, N = {steps}, {n_samples} test images"
-    if a == start:
-        results.add(f"Table 5: {d} vs OOD", "AUROC, attacked", run.summary["auroc"], paper=PAPER_TABLE5,
-                    note=f"{note}; the paper: 0.500 on SVHN, CIFAR-10 and CIFAR-100 ({start} start)")
-    else:
-        results.add(f"Appendix E (extension): {d}, {a} start", "AUROC, attacked", run.summary["auroc"], note=note)
-    results.add(f"Appendix E: {d}, {a} start", "median MAPE of the logits", run.median_mape)
-for a, label in {start: "noise", "natural crop": "crops", large: "large"}.items():
-    glue_value(f"auroc_{label}", runs[main][a].summary["auroc"])
-    glue_value(f"mape_{label}", runs[main][a].median_mape)
-markdown_table(["ID set", "start", "ε", "paper (Table 5)", *experiments.DETECTOR_ATTACK_HEADER[:-1],
-                "median MAPE (logits)"],
-               [[d, run.start, run.eps, PAPER_TABLE5 if a == start else "—", *experiments.detector_attack_row(run)]
-                for d in datasets for a, run in runs[d].items()],
-               caption=f"Table 5 reproduced: the Outlier Exposure in-score of {n_samples} test images against "
-                       f"their start images and against the attacked images (f = logits, N = {steps}; AUROC and "
-                       f"AUPR-In with ID positive on in-scores, AUPR-Out with OOD positive; FPR@95TPR convention "
-                       f"A: the fraction of attacked images accepted at the threshold keeping 95% of ID; profile "
-                       f"{profile})", name="tbl-e-table5")
+runs = defense_study.attack(study, detectors, "logits", steps=steps, seed=seed)
+attacked = defense_study.attack_table(study, runs, {d: table5.value for d in datasets}, table="Table 5",
+                                      feature="logits", steps=steps)
+defense_study.add_attack_rows(results, study, attacked, appendix="Appendix E", table="Table 5", feature="logits",
+                              paper_notes={d: f"the paper: {table5.value:.3f} on SVHN, CIFAR-10 and CIFAR-100 "
+                                              f"({start} start)" for d in datasets})
+defense_study.glue_attacks(study, runs)
+defense_study.attack_markdown(
+    attacked, caption=f"Table 5 reproduced: the Outlier Exposure in-score of {n_samples} test images against their "
+                      f"start images and against the attacked images (f = logits, N = {steps}; AUROC and AUPR-In "
+                      f"with ID positive on in-scores, AUPR-Out with OOD positive; FPR@95TPR convention A: the "
+                      f"fraction of attacked images accepted at the threshold keeping 95% of ID; profile {profile})",
+    name="tbl-e-table5")
 
 # %% [markdown]
 # The score is a function of the logits, so it follows them as far as the attack matches them
@@ -209,10 +168,7 @@ markdown_table(["ID set", "start", "ε", "paper (Table 5)", *experiments.DETECTO
 # 10 logits) the same per-value budget leaves the attack far weaker.
 
 # %%
-figures = plots.detector_attack_figures(runs[main], x_in[main], shown, main=start, crop="natural crop", large=large,
-                                        xlabel="OE in-score  LSE(l) − mean(l)")
-for key, fig in figures.items():
-    glue_figure(f"fig_{key}", fig)
+defense_study.glue_figures(study, runs, xlabel="OE in-score  LSE(l) − mean(l)")
 
 # %% [markdown]
 # ```{glue:figure} fig_hist_main

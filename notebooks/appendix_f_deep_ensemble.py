@@ -46,13 +46,13 @@ from oodlib.detectors import make_detector
 from oodlib.detectors.ensemble import DeepEnsemble
 from oodlib.params import check_chapter
 from oodlib.recipes.ensemble import ADVERSARIAL_EPS, member_specs
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_f_deep_ensemble", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 PAPER_VALUES = 3 * 32 * 32  # CIFAR-10, where the paper's ε = 10 applies
-PAPER_AUROC = 0.500  # Appendix F.2, CIFAR-10 vs OOD
+PAPER_AUROC = paper_value("appendix_f", "attacked_auroc")  # Appendix F.2, CIFAR-10 vs OOD
 specs = member_specs(ModelSpec.make(arch, dataset, recipe=member_recipe, epochs=epochs, seed=seed), n_members)
 ensemble = DeepEnsemble([get_model(spec, device=device) for spec in specs])
 test = training_data(specs[0], "test")
@@ -67,18 +67,10 @@ budgets = {start: eps_paper, large: eps_paper_large}
 shown = experiments.example_indices(paired.y, 8)
 member_accuracy = [model_info(spec)["test_accuracy"] for spec in specs]
 results = Results()
-glue_value("n_members", n_members)
-glue_value("n_samples", n_samples)
-glue_value("eps", eps[eps_paper])
-glue_value("eps_large", eps[eps_paper_large])
-glue_value("large_factor", eps_paper_large / eps_paper)
-glue_value("rms_paper", experiments.rms_per_value(eps_paper, PAPER_VALUES))
-glue_value("steps", steps)
-glue_value("n_ood", n_ood)
-glue_value("acc_ensemble", training.accuracy(ensemble.model, test.x, test.y))
-glue_value("acc_member_min", min(member_accuracy))
-glue_value("acc_member_max", max(member_accuracy))
-glue_value("adv_eps", ADVERSARIAL_EPS)
+glue_values(n_members=n_members, n_samples=n_samples, eps=eps[eps_paper], eps_large=eps[eps_paper_large],
+            large_factor=eps_paper_large / eps_paper, rms_paper=experiments.rms_per_value(eps_paper, PAPER_VALUES),
+            steps=steps, n_ood=n_ood, acc_ensemble=training.accuracy(ensemble.model, test.x, test.y),
+            acc_member_min=min(member_accuracy), acc_member_max=max(member_accuracy), adv_eps=ADVERSARIAL_EPS)
 training_note = ("adversarially trained (recipe `deep_ensemble`: NLL plus fast-gradient-sign examples, as "
                  "Lakshminarayanan et al.)" if member_recipe == "deep_ensemble"
                  else f"trained with the `{member_recipe}` recipe (no adversarial training)")
@@ -115,9 +107,9 @@ clean = {name: {set_name: experiments.detector_auroc(det, test.x, x_out) for set
 for name, values in clean.items():
     results.add(f"Appendix F: {name}, clean natural images", "AUROC", values["natural-image OOD set"])
 ensemble_name = f"ensemble of {n_members}, −entropy"
-glue_value("clean_natural", clean[ensemble_name]["natural-image OOD set"])
-glue_value("clean_member_natural", clean["one member, −entropy"]["natural-image OOD set"])
-glue_value("clean_noise", clean[ensemble_name][start])
+glue_values(clean_natural=clean[ensemble_name]["natural-image OOD set"],
+            clean_member_natural=clean["one member, −entropy"]["natural-image OOD set"],
+            clean_noise=clean[ensemble_name][start])
 markdown_table(["score", *[f"AUROC vs {s}" for s in clean_sets]],
                [[name, *values.values()] for name, values in clean.items()],
                caption=f"Clean detection: AUROC (ID positive, in-scores) of the whole test set against {n_ood} "

@@ -58,72 +58,43 @@ steps: int = 200  # > 0; attack iterations N
 # %%
 import torch
 
-from oodlib import data, experiments, plots
-from oodlib.detectors import make_detector
+from oodlib import defense_study
 from oodlib.detectors.confidence import ConfidenceCalibrated
 from oodlib.params import check_chapter
 from oodlib.recipes.confidence import GAN_LR
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
-from oodlib.store import ModelSpec, get_model, model_info, training_data
+from oodlib.report import Results, chapter_banner, glue_values, paper_value, table
+from oodlib.store import ModelSpec, model_info
 
 check_chapter("appendix_g_confidence_calibrated", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
-PAPER_VALUES = 3 * 32 * 32  # SVHN / CIFAR-10, where the paper's ε = 10 applies
-PAPER_TABLE6 = {"svhn": 0.501, "cifar10": 0.576}
 PAPER_ROW = {"svhn": "svhn", "cifar10": "cifar10", "mnist5k": "svhn", "digits": "svhn", "mnist": "svhn"}
 beta = dict(zip(datasets, betas))
 cc_specs = {d: ModelSpec.make(arch, d, recipe="confidence_calibrated", epochs=epochs, seed=seed,
                               recipe_options={"beta": beta[d], "lr": classifier_lr, "batch_size": train_batch_size,
                                               "gan_width": gan_width, "gan_latent": gan_latent}) for d in datasets}
-standard_specs = {d: ModelSpec.make(arch, d, epochs=epochs, seed=seed) for d in datasets}
-model_specs = {d: {"standard": standard_specs[d], "confidence-calibrated": cc_specs[d]} for d in datasets}
-models = {d: {m: get_model(spec, device=device) for m, spec in model_specs[d].items()} for d in datasets}
-detectors = {d: ConfidenceCalibrated(models[d]["confidence-calibrated"]) for d in datasets}
-tests = {d: training_data(cc_specs[d], "test") for d in datasets}
-paired = {d: tests[d].subset(n_samples, seed=seed) for d in datasets}
-x_in = {d: paired[d].x for d in datasets}
-geometry = {d: {"size": x_in[d].shape[-1], "channels": x_in[d].shape[1]} for d in datasets}
-eps = {d: {budget: experiments.scale_eps(budget, x_in[d][0].numel(), PAPER_VALUES)
-           for budget in (eps_paper, eps_paper_large)} for d in datasets}
-x_natural = {d: data.natural_ood_set(n_ood, **geometry[d], seed=seed) for d in datasets}
-starts = {d: {start: data.start_batch(start, n_samples, **geometry[d], seed=seed),
-              "natural crop": data.natural_ood_set(n_samples, **geometry[d], seed=seed + 1)} for d in datasets}
-large = f"{start}, ε ×{eps_paper_large / eps_paper:g}"
-attacks = {d: {start: (start, eps_paper), "natural crop": ("natural crop", eps_paper),
-               large: (start, eps_paper_large)} for d in datasets}
-main = datasets[0]
-shown = experiments.example_indices(paired[main].y, 8)
+study = defense_study.prepare({d: ModelSpec.make(arch, d, epochs=epochs, seed=seed) for d in datasets}, cc_specs,
+                              "confidence-calibrated", n_samples=n_samples, n_ood=n_ood, start=start,
+                              eps_paper=eps_paper, eps_paper_large=eps_paper_large, paper_image_values=3 * 32 * 32,
+                              seed=seed, device=device)  # SVHN / CIFAR-10, where the paper's ε = 10 applies
+detectors = {d: ConfidenceCalibrated(study.models[d]["confidence-calibrated"]) for d in datasets}
+main = study.main
 info = model_info(cc_specs[main])
 results = Results()
-glue_value("eps_main", eps[main][eps_paper])
-glue_value("eps_main_large", eps[main][eps_paper_large])
-glue_value("rms_paper", experiments.rms_per_value(eps_paper, PAPER_VALUES))
-glue_value("large_factor", eps_paper_large / eps_paper)
-glue_value("steps", steps)
-glue_value("epochs", epochs)
-glue_value("n_ood", n_ood)
-glue_value("beta_main", beta[main])
-glue_value("classifier_lr", classifier_lr)
-glue_value("gan_lr", GAN_LR)
-glue_value("gan_width", gan_width)
-glue_value("gan_width_2", 2 * gan_width)
-glue_value("gan_latent", gan_latent)
-glue_value("acc_cc", info["test_accuracy"])
-glue_value("acc_standard", model_info(standard_specs[main])["test_accuracy"])
-glue_value("train_seconds", info["train_seconds"])
-glue_value("kl_generated", info["final_kl_generated"])
-glue_value("z_dim", detectors[main].classifier_input(x_in[main][:1]).shape[1])
-scaled = ", ".join(f"{eps[d][eps_paper]:.2f} on {d}" for d in datasets)
-profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "betas": betas,
-                         "classifier_lr": classifier_lr, "gan_width": gan_width, "gan_latent": gan_latent,
-                         "n_samples": n_samples, "n_ood": n_ood, "start": start, "eps_paper": eps_paper,
-                         "eps_paper_large": eps_paper_large, "steps": steps},
+defense_study.glue_setup(study)
+glue_values(steps=steps, epochs=epochs, n_ood=n_ood, beta_main=beta[main], classifier_lr=classifier_lr,
+            gan_lr=GAN_LR, gan_width=gan_width, gan_width_2=2 * gan_width, gan_latent=gan_latent,
+            acc_cc=info["test_accuracy"],
+            acc_standard=model_info(study.model_specs[main]["standard"])["test_accuracy"],
+            train_seconds=info["train_seconds"], kl_generated=info["final_kl_generated"],
+            z_dim=detectors[main].classifier_input(study.x_in[main][:1]).shape[1])
+chapter_banner("appendix_g_confidence_calibrated", globals(),
                departures=f"The paper trained the reference VGG13 (no batch norm) with a DCGAN on SVHN and CIFAR-10 "
                           f"for 100 epochs and attacked every test image with N = 10⁴ iterations. Here a {arch} "
                           f"(with batch norm) and a small DCGAN are trained with the same joint loss for {epochs} "
                           f"epochs on {', '.join(datasets)}, and {n_samples} test images per dataset are attacked "
                           f"for N = {steps} iterations. ε is given at the paper's image size (32×32×3) and scaled "
-                          f"to keep its root-mean-square change per value: ε = {eps_paper:g} becomes {scaled}.")
+                          f"to keep its root-mean-square change per value: ε = {eps_paper:g} becomes "
+                          f"{defense_study.scaled_budgets(study)}.")
 
 # %% [markdown]
 # ## The small budget
@@ -149,23 +120,18 @@ profile_banner(profile, {"datasets": datasets, "arch": arch, "epochs": epochs, "
 # images.
 
 # %%
-clean_sets = {d: {"natural-image OOD set": x_natural[d], **starts[d]} for d in datasets}
-clean = {(d, m): {set_name: experiments.detector_auroc(make_detector("msp", model), tests[d].x, x_out)
-                  for set_name, x_out in clean_sets[d].items()}
-         for d in datasets for m, model in models[d].items()}
-for (d, m), values in clean.items():
-    results.add(f"Appendix G: {d}, {m} model, clean natural images", "MSP AUROC", values["natural-image OOD set"])
-glue_value("clean_cc_natural", clean[main, "confidence-calibrated"]["natural-image OOD set"])
-glue_value("clean_std_natural", clean[main, "standard"]["natural-image OOD set"])
-glue_value("clean_cc_noise", clean[main, "confidence-calibrated"][start])
-glue_value("clean_cc_crops", clean[main, "confidence-calibrated"]["natural crop"])
-markdown_table(["ID set", "model", "test accuracy", *[f"AUROC vs {s}" for s in clean_sets[main]]],
-               [[d, m, model_info(model_specs[d][m])["test_accuracy"], *values.values()]
-                for (d, m), values in clean.items()],
-               caption=f"Clean detection: maximum-softmax AUROC (ID positive) of the whole test set against the "
-                       f"{n_ood} natural-image crops of the OOD set, the {n_samples} {start} start images and the "
-                       f"{n_samples} natural-crop start images, before the attack (profile {profile})",
-               name="tbl-g-clean")
+clean = defense_study.clean_detection(study, {"MSP": "msp"})
+results.add_table(clean, item="Appendix G: {ID set}, {model} model, clean natural images", metric="MSP AUROC",
+                  measured="AUROC vs natural-image OOD set")
+cc = clean.loc[(main, "confidence-calibrated", "MSP")]
+glue_values(clean_cc_natural=cc["AUROC vs natural-image OOD set"], clean_cc_noise=cc[f"AUROC vs {start}"],
+            clean_cc_crops=cc["AUROC vs natural crop"],
+            clean_std_natural=clean.loc[(main, "standard", "MSP"), "AUROC vs natural-image OOD set"])
+table(clean, columns=["ID set", "model", "test accuracy", "AUROC vs natural-image OOD set", f"AUROC vs {start}",
+                      "AUROC vs natural crop"],
+      caption=f"Clean detection: maximum-softmax AUROC (ID positive) of the whole test set against the {n_ood} "
+              f"natural-image crops of the OOD set, the {n_samples} {start} start images and the {n_samples} "
+              f"natural-crop start images, before the attack (profile {profile})", name="tbl-g-clean")
 
 # %% [markdown]
 # On natural-image crops the confidence loss moves the AUROC from {glue:text}`clean_std_natural:.3f` to
@@ -182,31 +148,23 @@ markdown_table(["ID set", "model", "test accuracy", *[f"AUROC vs {s}" for s in c
 # with {glue:text}`large_factor:g` times the paper's root-mean-square budget.
 
 # %%
-runs = {d: experiments.attack_detector(detectors[d], "classifier_input", x_in[d], starts[d],
-                                      {a: (s, eps[d][budget]) for a, (s, budget) in attacks[d].items()},
-                                      steps=steps, seed=seed) for d in datasets}
-paper = {d: PAPER_TABLE6.get(PAPER_ROW.get(d, "")) for d in datasets}
-for d, a, run in ((d, a, run) for d in datasets for a, run in runs[d].items()):
-    note = f"ε = {run.eps:.2f} on {d}, N = {steps}, {n_samples} test images"
-    if a == start:
-        row = PAPER_ROW.get(d)
-        results.add(f"Table 6: {d} vs OOD", "AUROC, attacked", run.summary["auroc"], paper=paper[d],
-                    note=f"{note}; set beside the paper's {row} row" if row and row != d else note)
-    else:
-        results.add(f"Appendix G (extension): {d}, {a} start", "AUROC, attacked", run.summary["auroc"], note=note)
-    results.add(f"Appendix G: {d}, {a} start", "median MAPE of the classifier input", run.median_mape)
-for a, label in {start: "noise", "natural crop": "crops", large: "large"}.items():
-    glue_value(f"auroc_{label}", runs[main][a].summary["auroc"])
-    glue_value(f"mape_{label}", runs[main][a].median_mape)
-markdown_table(["ID set", "start", "ε", "paper (Table 6)", *experiments.DETECTOR_ATTACK_HEADER],
-               [[d, run.start, run.eps, paper[d] if a == start and paper[d] is not None else "—",
-                 *experiments.detector_attack_row(run)] for d in datasets for a, run in runs[d].items()],
-               caption=f"Table 6 reproduced: the maximum softmax of the confidence-calibrated classifier on "
-                       f"{n_samples} test images against their start images and against the attacked images "
-                       f"(f = the classifier module's input, N = {steps}; AUROC and AUPR-In with ID positive on "
-                       f"in-scores, AUPR-Out with OOD positive; FPR@95TPR convention A: the fraction of attacked "
-                       f"images accepted at the threshold keeping 95% of ID; the digit datasets are set beside the "
-                       f"paper's SVHN row; profile {profile})", name="tbl-g-table6")
+runs = defense_study.attack(study, detectors, "classifier_input", steps=steps, seed=seed)
+paper_rows = {d: PAPER_ROW.get(d) for d in datasets}
+attacked = defense_study.attack_table(
+    study, runs, {d: paper_value("appendix_g", f"table6_{row}") if row else None for d, row in paper_rows.items()},
+    table="Table 6", feature="classifier input", steps=steps)
+defense_study.add_attack_rows(results, study, attacked, appendix="Appendix G", table="Table 6",
+                              feature="classifier input",
+                              paper_notes={d: f"set beside the paper's {row} row" for d, row in paper_rows.items()
+                                           if row and row != d})
+defense_study.glue_attacks(study, runs)
+defense_study.attack_markdown(
+    attacked, caption=f"Table 6 reproduced: the maximum softmax of the confidence-calibrated classifier on "
+                      f"{n_samples} test images against their start images and against the attacked images (f = "
+                      f"the classifier module's input, N = {steps}; AUROC and AUPR-In with ID positive on "
+                      f"in-scores, AUPR-Out with OOD positive; FPR@95TPR convention A: the fraction of attacked "
+                      f"images accepted at the threshold keeping 95% of ID; the digit datasets are set beside the "
+                      f"paper's SVHN row; profile {profile})", name="tbl-g-table6")
 
 # %% [markdown]
 # Everything after the classifier module's input is a function of it, so the score follows that vector as far as
@@ -220,10 +178,7 @@ markdown_table(["ID set", "start", "ε", "paper (Table 6)", *experiments.DETECTO
 # protection against an image that reproduces an in-distribution image's internal representation.
 
 # %%
-figures = plots.detector_attack_figures(runs[main], x_in[main], shown, main=start, crop="natural crop", large=large,
-                                        xlabel="maximum softmax")
-for key, fig in figures.items():
-    glue_figure(f"fig_{key}", fig)
+defense_study.glue_figures(study, runs, xlabel="maximum softmax")
 
 # %% [markdown]
 # ```{glue:figure} fig_hist_main

@@ -58,36 +58,22 @@ schedule: str = "cosine"  # one of schedules; step-size schedule of the attack
 # %%
 import torch
 
-from oodlib import data, experiments, flows, metrics, plots
+from oodlib import data, glow_study, metrics, plots
 from oodlib.detectors.glow import GlowNLL, InputComplexity, attack_from_starts, png_bits_per_dim
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
-from oodlib.store import flow_info, get_flow
+from oodlib.report import Results, glue_figure, glue_value, markdown_table, paper_value, profile_banner
 
 check_chapter("appendix_i_input_complexity", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
-spec = flows.FlowSpec.make(dataset=dataset, image_size=image_size, channels=channels, levels=flow_levels,
-                           depth=flow_depth, hidden=flow_hidden, affine=flow_affine, epochs=epochs,
-                           batch_size=flow_batch_size, lr=flow_lr, train_limit=train_limit, seed=seed)
-flow = get_flow(spec, device=device)
-info = flow_info(spec)
+study = glow_study.prepare(globals(), device=device)
+flow, info, x_in, x_other, x_natural = study.flow, study.info, study.x_in, study.x_other, study.x_natural
 nll_detector, ic_detector = GlowNLL(flow), InputComplexity(flow)
-x_in = spec.images("test").subset(n_samples, seed=seed).x
-x_other = spec.other_images("test").subset(n_natural, seed=seed).x
-x_natural = data.natural_ood_set(n_natural, size=image_size, channels=channels, seed=seed)
-n_values = x_in[0].numel()
-paper_values = 3 * 64 * 64
-eps = experiments.scale_eps(eps_paper, n_values, paper_values=paper_values)
+n_values, eps = study.n_values, study.eps
 results = Results()
-glue_value("eps", eps)
-glue_value("rms", experiments.rms_per_value(eps, n_values))
-glue_value("steps", steps)
-glue_value("n_in", len(x_in))
+glow_study.glue_budget(study, steps)
 profile_banner(profile, {"dataset": dataset, "image_size": image_size, "channels": channels,
-                         "flow": f"L={flow_levels}, K={flow_depth}, hidden={flow_hidden}, "
-                                 f"{'affine' if flow_affine else 'additive'} coupling", "epochs": epochs,
-                         "n_samples": len(x_in), "attack_start": attack_start, "eps": round(eps, 3),
-                         "steps": steps, "schedule": schedule},
+                         "flow": study.description, "epochs": epochs, "n_samples": len(x_in),
+                         "attack_start": attack_start, "eps": round(eps, 3), "steps": steps, "schedule": schedule},
                departures=f"The paper's Glow learns CelebA at 64×64×3 and 160 faces are attacked with ε = 10 and "
                           f"N = 10⁴. Here the flow of Section 3.2 ({info['n_parameters']:,} parameters, "
                           f"{info['n_train']} training images of {dataset} at {image_size}×{image_size}×"
@@ -169,7 +155,8 @@ markdown_table(["OOD images (spiral start)", "AUROC of S", "mean NLL", "mean L",
 
 # %%
 results.add(f"Figure 20: Glow + input complexity, {attack_start} start, attacked on S", "AUROC", auroc_attacked,
-            paper=0.5, note=f"paper: CelebA 64×64×3, 160 images, N = 10⁴; here N = {steps}")
+            paper=paper_value("appendix_i", "attacked_auroc"),
+            note=f"paper: CelebA 64×64×3, 160 images, N = 10⁴; here N = {steps}")
 results.add(f"Figure 20: Glow + input complexity, {attack_start} start, clean", "AUROC", rows[0][1])
 results.add(f"Figure 20: Glow + input complexity, {attack_start} start, attacked on S, 8-bit", "AUROC", rows[2][1])
 results.add(f"Figure 20: {attack_start} start, attacked on S", "median MAPE of S", attacked.mape.median())

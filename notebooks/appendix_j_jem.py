@@ -64,7 +64,7 @@ import oodlib.detectors.jem as jem
 from oodlib import data, experiments, metrics, plots, samplers
 from oodlib.attack import ood_attack
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, markdown_table, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_j_jem", globals())  # the declared parameters, checked as the runner does
@@ -182,7 +182,9 @@ scores_spiral = {name: det.score_batched(x_spiral) for name, det in detectors.it
 attacked = {name: metrics.detection_summary(scores_in[name], scores_attacked[name]) for name in detectors}
 attacked_extra = {name: experiments.detector_auroc(det, x_in, attack_extra.x) for name, det in detectors.items()}
 noise_attacked = {name: experiments.detector_auroc(det, x_in, noise_attack.x) for name, det in detectors.items()}
-paper_table8 = {"log p(x)": 0.559, "max p(y|x)": 0.513, "−‖∂ log p(x)/∂x‖": 0.203}
+paper_table8 = {"log p(x)": paper_value("appendix_j", "table8_log_px"),
+                "max p(y|x)": paper_value("appendix_j", "table8_max_pyx"),
+                "−‖∂ log p(x)/∂x‖": paper_value("appendix_j", "table8_grad_norm")}
 for name in detectors:
     results.add(f"Table 8: {name}", f"AUROC, attacked ({start} start)", attacked[name]["auroc"],
                 paper=paper_table8[name], note=f"ε = {eps:g} on {n_values} values: {rms_ratio:.2f}× the paper's RMS "
@@ -197,7 +199,7 @@ for label, run in ((f"{start} start, ε = {eps:g}", attack), (f"{start} start, �
     results.add(f"Appendix J: attack on the logits, {label}", "median MAPE", run.mape.median())
 flipped = 1 - attacked["−‖∂ log p(x)/∂x‖"]["auroc"]
 results.add("Appendix J.2: +‖∂ log p(x)/∂x‖ (sign flipped)", f"AUROC, attacked ({start} start)", flipped,
-            paper=0.797)
+            paper=paper_value("appendix_j", "flipped_grad_norm"))
 glue_value("eps", eps)
 glue_value("eps_extra", eps_extra)
 glue_value("steps", steps)

@@ -53,7 +53,7 @@ import torch
 from oodlib import data, experiments, metrics, plots
 from oodlib.defenses import leaderboard
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
 from oodlib.store import get_model, model_info
 
 check_chapter("beyond_defenses", globals())  # the declared parameters, checked as the runner does
@@ -76,15 +76,9 @@ settings = leaderboard.ThreatSettings(ood_eps=eps_ood, ood_steps=steps, aoe_eps=
 n_values = x_in[0].numel()
 for key in keys:
     glue_value(f"acc_{key}", accuracies[key])
-glue_value("n_samples", n_samples)
-glue_value("n_outliers", n_outliers)
-glue_value("aloe_epochs", aloe_epochs)
-glue_value("atom_epochs", atom_epochs)
-glue_value("aoe_epochs", aoe_epochs)
-glue_value("eps_aoe", eps_aoe)
-glue_value("eps_ood", eps_ood)
-glue_value("atom_pool", infos["atom"]["pool_size"])
-glue_value("aoe_fgsm_eps", infos["aoe"]["eps_pixels"])
+glue_values(n_samples=n_samples, n_outliers=n_outliers, aloe_epochs=aloe_epochs, atom_epochs=atom_epochs,
+            aoe_epochs=aoe_epochs, eps_aoe=eps_aoe, eps_ood=eps_ood, atom_pool=infos["atom"]["pool_size"],
+            aoe_fgsm_eps=infos["aoe"]["eps_pixels"])
 for name, n in (("aloe", aloe_epochs), ("atom", atom_epochs)):
     glue_value(f"{name}_training", f"{'fine-tune it' if fine_tune else 'train from scratch'} for {n} "
                                    f"epoch{'s' if n > 1 else ''}")
@@ -255,9 +249,9 @@ glue_figure("fig_bal_hist", plots.score_histogram(
     bal["ood_features"].score_in, bal["ood_features"].score_out,
     score_out_clean=bal["clean"].score_out, xlabel="BAL in-score p1 · D(f, ĉ)",
     auroc=bal["ood_features"].auroc))
-glue_value("bal_p2_in", bal_detector.discriminator_score_batched(x_in).median())
-glue_value("bal_p2_out", bal_detector.discriminator_score_batched(x_bal).median())
-glue_value("bal_mape", metrics.mape(z_out, z_in).median())
+glue_values(bal_p2_in=bal_detector.discriminator_score_batched(x_in).median(),
+            bal_p2_out=bal_detector.discriminator_score_batched(x_bal).median(),
+            bal_mape=metrics.mape(z_out, z_in).median())
 
 # %% [markdown]
 # ```{glue:figure} fig_bal
@@ -279,34 +273,36 @@ glue_value("bal_mape", metrics.mape(z_out, z_in).median())
 
 # %%
 results = Results()
-summary = [
-    ("ATOM", "clean (natural OOD)", atom["clean"], (0.9920, 0.0169), "ATOM paper: CIFAR-10, mean over 6 OOD sets"),
-    ("ATOM", "ATOM L∞ PGD, ε = 8/255", atom["atom_pgd"], (0.8894, 0.2055), "ATOM paper: CIFAR-10"),
-    ("ATOM", "MSP (plain) under ATOM L∞ PGD", msp["atom_pgd"], (0.1382, 1.00), "ATOM paper: MSP, CIFAR-10"),
-    ("ALOE", "clean (natural OOD)", aloe["clean"], (None, None), ""),
-    ("ALOE", "ALOE L∞ PGD, ε = 1/255, ID + OOD", aloe["aloe_pgd"], (None, None), ""),
-    ("ALOE", "MSP (plain) under ALOE L∞ PGD", msp["aloe_pgd"], (None, None), ""),
-    ("AOE", "clean (natural OOD), energy", aoe["clean"], (None, None), "poster: better than OE (no numbers)"),
-    ("AOE", "FGSM on energy, ε = 8/255", aoe["aoe_fgsm"], (None, None), "poster: more robust than OE"),
-    ("AOE", "OE fine-tuned alike (energy), clean", oe["clean"], (None, None), "AOE's baseline"),
-    ("AOE", "OE fine-tuned alike (energy), FGSM on energy", oe["aoe_fgsm"], (None, None), "AOE's baseline"),
-    ("AOE", "clean (natural OOD), MSP", aoe_msp["clean"], (None, None), ""),
-    ("AOE", "OE fine-tuned alike (MSP), clean", oe_msp["clean"], (None, None), "AOE's baseline"),
-    ("BAL", "clean (natural OOD)", bal["clean"], (0.9932, 0.0111),
-     "BAL Table 4: MNIST vs F-MNIST & Omniglot, ResNet-18"),
-    ("BAL", "MSP (plain), clean", msp["clean"], (0.9766, 0.0329), "BAL Table 4: softmax baseline"),
-    ("BAL", "OOD attack on the penultimate features", bal["ood_features"], (None, None),
-     "not evaluated by the BAL paper"),
+claims = [  # method, what, outcome, claim of the method's seed paper in paper_values.csv (None: no number), note
+    ("ATOM", "clean (natural OOD)", atom["clean"], "clean", "ATOM paper: CIFAR-10, mean over 6 OOD sets"),
+    ("ATOM", "ATOM L∞ PGD, ε = 8/255", atom["atom_pgd"], "pgd", "ATOM paper: CIFAR-10"),
+    ("ATOM", "MSP (plain) under ATOM L∞ PGD", msp["atom_pgd"], "msp_pgd", "ATOM paper: MSP, CIFAR-10"),
+    ("ALOE", "clean (natural OOD)", aloe["clean"], None, ""),
+    ("ALOE", "ALOE L∞ PGD, ε = 1/255, ID + OOD", aloe["aloe_pgd"], None, ""),
+    ("ALOE", "MSP (plain) under ALOE L∞ PGD", msp["aloe_pgd"], None, ""),
+    ("AOE", "clean (natural OOD), energy", aoe["clean"], None, "poster: better than OE (no numbers)"),
+    ("AOE", "FGSM on energy, ε = 8/255", aoe["aoe_fgsm"], None, "poster: more robust than OE"),
+    ("AOE", "OE fine-tuned alike (energy), clean", oe["clean"], None, "AOE's baseline"),
+    ("AOE", "OE fine-tuned alike (energy), FGSM on energy", oe["aoe_fgsm"], None, "AOE's baseline"),
+    ("AOE", "clean (natural OOD), MSP", aoe_msp["clean"], None, ""),
+    ("AOE", "OE fine-tuned alike (MSP), clean", oe_msp["clean"], None, "AOE's baseline"),
+    ("BAL", "clean (natural OOD)", bal["clean"], "clean", "BAL Table 4: MNIST vs F-MNIST & Omniglot, ResNet-18"),
+    ("BAL", "MSP (plain), clean", msp["clean"], "msp", "BAL Table 4: softmax baseline"),
+    ("BAL", "OOD attack on the penultimate features", bal["ood_features"], None, "not evaluated by the BAL paper"),
 ]
+summary = [(method, what, outcome, tuple(paper_value(method.lower(), f"{claim}_{m}") if claim else None
+                                        for m in ("auroc", "fpr95")), note)
+           for method, what, outcome, claim, note in claims]  # the paper's (AUROC, FPR95) in place of the claim
 for method, what, outcome, (paper_auroc, paper_fpr), note in summary:
     results.add(f"{method}: {what}", "AUROC", outcome.auroc, paper=paper_auroc, note=note)
     results.add(f"{method}: {what}", "FPR@95TPR (A)", outcome.fpr95, paper=paper_fpr, note=note)
 results.add("ALOE: AUROC gain over the plain classifier under ALOE's attack", "AUROC difference",
-            aloe["aloe_pgd"].auroc - msp["aloe_pgd"].auroc, paper=0.584,
+            aloe["aloe_pgd"].auroc - msp["aloe_pgd"].auroc, paper=paper_value("aloe", "auroc_gain"),
             note="ALOE abstract: '58.4% AUROC improvement' on CIFAR-10 (absolute or relative not stated)")
 for method, key, paper_acc, note in (("ALOE", "aloe", None, ""), ("ATOM", "atom", None, ""),
                                      ("AOE", "aoe", None, "poster: ID accuracy mostly preserved"),
-                                     ("BAL", "standard", 0.9943, "BAL Table 4: ResNet-18 on full MNIST")):
+                                     ("BAL", "standard", paper_value("bal", "accuracy"),
+                                      "BAL Table 4: ResNet-18 on full MNIST")):
     results.add(f"{method}: ID test accuracy", "accuracy", accuracies[key], paper=paper_acc, note=note)
 
 

@@ -68,7 +68,7 @@ import torch
 from oodlib import data, experiments, plots
 from oodlib.defenses import leaderboard
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
 from oodlib.store import get_model, model_info
 
 check_chapter("beyond_leaderboard", globals())  # the declared parameters, checked as the runner does
@@ -88,13 +88,8 @@ evaluation = leaderboard.EvalData(
     x_train=train.x, y_train=train.y)
 settings = leaderboard.ThreatSettings(ood_eps=eps_ood, ood_steps=steps, aoe_eps=eps_aoe,
                                       adaptive_weight=adaptive_scale, seed=seed)
-glue_value("n_samples", n_samples)
-glue_value("eps_ood", eps_ood)
-glue_value("steps", steps)
-glue_value("rms_ood", experiments.rms_per_value(eps_ood, n_values))
-profile_banner(profile, {"dataset": dataset, "arch": arch, "n_samples": n_samples, "eps_ood": eps_ood,
-                         "steps": steps, "aloe_epochs": aloe_epochs, "atom_epochs": atom_epochs,
-                         "aoe_epochs": aoe_epochs, "bal_epochs": bal_epochs},
+glue_values(n_samples=n_samples, eps_ood=eps_ood, steps=steps, rms_ood=experiments.rms_per_value(eps_ood, n_values))
+chapter_banner("beyond_leaderboard", globals(),
                departures=f"The seed papers evaluate on CIFAR-10/100 with WRN or DenseNet networks trained for 100 "
                           f"epochs on 80 Million Tiny Images outliers, over six OOD test sets of thousands of "
                           f"images; here {arch} on {dataset} ({n_values} input values), natural-image crops as "
@@ -136,19 +131,24 @@ images = {"natural OOD": evaluation.x_ood,
 glue_figure("fig_leaderboard", plots.image_grid(images, n=8))
 
 # %%
-PAPER = {  # (row, threat) -> (AUROC, FPR95), with where the number comes from
-    ("ATOM", "clean"): (0.9920, 0.0169, "ATOM paper, CIFAR-10, mean over 6 natural OOD sets"),
-    ("ATOM", "atom_pgd"): (0.8894, 0.2055, "ATOM paper, CIFAR-10, L∞ PGD ε = 8/255"),
-    ("MSP", "atom_pgd"): (0.1382, 1.00, "ATOM paper, MSP under the same L∞ attack"),
-    ("MSP", "ood_features"): (0.500, None, "attack paper Table 1 (ImageNet, ResNet-18, noise start)"),
-    ("ODIN", "ood_logits"): (0.500, None, "attack paper Table 2 (f = logits of the preprocessed input)"),
-    ("Mahalanobis", "ood_features"): (0.467, None, "attack paper Table 3 (CIFAR-10, f = features, PM = 0)"),
-    ("OE", "ood_logits"): (0.500, None, "attack paper Table 5"),
+PAPER = {  # (row, threat) -> (chapter and claims of the AUROC and the FPR95 in paper_values.csv, the number's source)
+    ("ATOM", "clean"): ("atom", "clean_auroc", "clean_fpr95", "ATOM paper, CIFAR-10, mean over 6 natural OOD sets"),
+    ("ATOM", "atom_pgd"): ("atom", "pgd_auroc", "pgd_fpr95", "ATOM paper, CIFAR-10, L∞ PGD ε = 8/255"),
+    ("MSP", "atom_pgd"): ("atom", "msp_pgd_auroc", "msp_pgd_fpr95", "ATOM paper, MSP under the same L∞ attack"),
+    ("MSP", "ood_features"): ("section3_1", "table1_resnet18_noise", None,
+                              "attack paper Table 1 (ImageNet, ResNet-18, noise start)"),
+    ("ODIN", "ood_logits"): ("appendix_c", "attacked_auroc", None,
+                             "attack paper Table 2 (f = logits of the preprocessed input)"),
+    ("Mahalanobis", "ood_features"): ("appendix_d", "table3_features_pm0", None,
+                                      "attack paper Table 3 (CIFAR-10, f = features, PM = 0)"),
+    ("OE", "ood_logits"): ("appendix_e", "table5_auroc", None, "attack paper Table 5"),
 }
 results = Results()
 for label, cells in board.outcomes.items():
     for threat, outcome in cells.items():
-        paper_auroc, paper_fpr, source = PAPER.get((label, threat), (None, None, ""))
+        chapter, auroc_claim, fpr_claim, source = PAPER.get((label, threat), (None, None, None, ""))
+        paper_auroc = paper_value(chapter, auroc_claim) if chapter else None
+        paper_fpr = paper_value(chapter, fpr_claim) if fpr_claim else None
         item = f"Leaderboard: {label}, {leaderboard.THREAT_LABELS[threat]}"
         results.add(item, "AUROC", outcome.auroc, paper=paper_auroc, note=source)
         if paper_fpr is not None:

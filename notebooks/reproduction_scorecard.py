@@ -26,7 +26,8 @@ profile: str = "default"  # one of profiles; chosen with --profile (the runner s
 
 # %%
 from oodlib.params import check_chapter
-from oodlib.report import collect_results, glue_value, markdown_table, profile_banner, relative_difference
+from oodlib.report import (collect_results, glue_value, markdown_table, paper_values_frame, profile_banner,
+                           relative_difference, table)
 
 check_chapter("reproduction_scorecard", globals())  # the declared parameters, checked as the runner does
 rows = collect_results(profile, exclude=("reproduction_scorecard",))
@@ -34,6 +35,8 @@ with_paper = [r for r in rows if r["paper"] is not None and r["measured"] is not
 glue_value("n_rows", len(rows))
 glue_value("n_with_paper", len(with_paper))
 glue_value("n_chapters", len({r["chapter"] for r in rows}))
+reference = paper_values_frame()
+glue_value("n_reference", len(reference))
 profile_banner(profile, {})
 
 # %% [markdown]
@@ -47,3 +50,15 @@ markdown_table(["chapter", "item", "metric", "paper", "ours", "rel. diff.", "not
                caption=f"Every compared number of the book, paper beside ours (profile {profile}; AUROC with ID "
                        "as positive on in-scores; FPR@95TPR convention A)",
                name="tbl-scorecard", digits=3)
+
+# %% [markdown]
+# ## The paper's reference values
+#
+# The chapters read every number of the paper (and of the seed papers of the extension chapters) from one data
+# file, `oodlib/paper_values.csv`: {glue:text}`n_reference` values, each with where the paper gives it and the
+# convention it is stated in ({numref}`tbl-paper-values`).
+
+# %%
+table(reference, columns=["chapter", "claim", "source", "quantity", "value", "convention"],
+      caption="The paper's reference values as the chapters read them (oodlib/paper_values.csv)",
+      name="tbl-paper-values", digits=4)

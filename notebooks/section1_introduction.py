@@ -48,7 +48,7 @@ import torch
 from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, glue_values, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section1_introduction", globals())  # the declared parameters, checked as the runner does
@@ -59,18 +59,15 @@ x_in = data.load_dataset(dataset, "test", limit=n_samples, seed=seed).x
 n_values = x_in[0].numel()
 results = Results()
 label = experiments.model_label("ResNet-18", arch, dataset, "resnet18", "imagenet_val")
-glue_value("accuracy", model_info(spec)["test_accuracy"])
-glue_value("latent_dim", model.latent_dim)
-glue_value("n_values", n_values)
-glue_value("values_per_latent", n_values / model.latent_dim)
-glue_value("values_per_latent_paper", experiments.PAPER_IMAGE_VALUES / 512)
-glue_value("steps", steps)
-glue_value("eps_medical", eps_medical)
-glue_value("eps_noise", eps_noise)
-glue_value("rms_medical", experiments.rms_per_value(eps_medical, n_values))
-glue_value("rms_noise", experiments.rms_per_value(eps_noise, n_values))
-glue_value("rms_paper_medical", experiments.rms_per_value(5.0, experiments.PAPER_IMAGE_VALUES))
-glue_value("rms_paper_noise", experiments.rms_per_value(20.0, experiments.PAPER_IMAGE_VALUES))
+glue_values(accuracy=model_info(spec)["test_accuracy"], latent_dim=model.latent_dim, n_values=n_values,
+            values_per_latent=n_values / model.latent_dim, values_per_latent_paper=experiments.PAPER_IMAGE_VALUES / 512,
+            steps=steps, eps_medical=eps_medical, eps_noise=eps_noise,
+            rms_medical=experiments.rms_per_value(eps_medical, n_values),
+            rms_noise=experiments.rms_per_value(eps_noise, n_values),
+            rms_paper_medical=experiments.rms_per_value(paper_value("section3_1", "eps_medical"),
+                                                        experiments.PAPER_IMAGE_VALUES),
+            rms_paper_noise=experiments.rms_per_value(paper_value("section3_1", "eps_noise_resnet18"),
+                                                      experiments.PAPER_IMAGE_VALUES))
 profile_banner(profile, {"dataset": dataset, "arch": arch, "medical_start": medical_start,
                          "eps_medical": eps_medical, "eps_noise": eps_noise, "steps": steps},
                departures=f"The paper attacks the ImageNet-pretrained ResNet-18 (z: 512-d) on a 224×224×3 picture "

@@ -50,9 +50,10 @@ steps_long: int = 2000  # at least 10; iterations of the long run (the fast rout
 # %%
 import torch
 
-from oodlib import data, experiments, metrics, plots
+from oodlib import data, experiments, plots, sweeps
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import (Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner,
+                           table)
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section2_1_algorithm", globals())  # the declared parameters, checked as the runner does
@@ -64,11 +65,10 @@ x_start = data.start_batch(start, n_samples, size=x_in.shape[-1], channels=x_in.
 n_values = x_in[0].numel()
 results = Results()
 accuracy = glue_value("accuracy", model_info(spec)["test_accuracy"])
-glue_value("n_values", n_values)
-glue_value("steps", steps)
-glue_value("rms_eps", experiments.rms_per_value(eps, n_values))
-glue_value("rms_imagenet", experiments.rms_per_value(5.0, experiments.PAPER_IMAGE_VALUES))
-glue_value("rms_cifar", experiments.rms_per_value(10.0, 3 * 32 * 32))
+glue_values(n_values=n_values, steps=steps, rms_eps=experiments.rms_per_value(eps, n_values),
+            rms_imagenet=experiments.rms_per_value(paper_value("section3_1", "eps_medical"),
+                                                   experiments.PAPER_IMAGE_VALUES),
+            rms_cifar=experiments.rms_per_value(paper_value("appendices", "eps_cifar"), 3 * 32 * 32))
 profile_banner(profile, {"dataset": dataset, "arch": arch, "n_samples": n_samples, "start": start, "eps": eps,
                          "steps": steps},
                departures=f"The paper attacks ImageNet-pretrained ResNet-18/DenseNet-121 on 224×224×3 images with "
@@ -120,10 +120,8 @@ for name, r in runs.items():
     results.add(f"Section 2.1: {name}, N = {steps}", "median MAPE", final[name])
 results.add(f"Section 2.1: authors' routine, final ||x - x'_out|| at eps = {eps:g}", "mean L2 distance",
             distance["authors (Adamax, α = ε/100)"], note="the authors' CIFAR-10 demo: 9.994 at ε = 10")
-glue_value("mape_authors", final["authors (Adamax, α = ε/100)"])
-glue_value("mape_printed", final["printed rule (α = ε/100)"])
-glue_value("mape_cosine", final["Adamax + cosine step decay"])
-glue_value("dist_authors", distance["authors (Adamax, α = ε/100)"])
+glue_values(mape_authors=final["authors (Adamax, α = ε/100)"], mape_printed=final["printed rule (α = ε/100)"],
+            mape_cosine=final["Adamax + cosine step decay"], dist_authors=distance["authors (Adamax, α = ε/100)"])
 markdown_table(["update", "median final MAPE", "mean ‖x − x'_out‖₂"],
                [[name, final[name], distance[name]] for name in runs],
                caption=f"Final MAPE after N = {steps} iterations (ε = {eps:g}, profile {profile})",
@@ -174,16 +172,12 @@ markdown_table(["step size", "median final MAPE"], [[name, r.mape.median()] for 
 # ε-ball around the start image* depends on ε and on how many input dimensions the encoder leaves free.
 
 # %%
-eps_runs = experiments.compare_variants(
-    model.features, x_in, x_start, {f"{e:g}": {"eps": e} for e in eps_sweep}, steps=steps, seed=seed,
-    routine="fast", tol=0.0)
-eps_rows = [[e, experiments.rms_per_value(e, n_values), eps_runs[f"{e:g}"].mape.median(),
-             metrics.mape_fraction_below(eps_runs[f"{e:g}"].mape)] for e in eps_sweep]
-for e, rms, med, frac in eps_rows:
-    results.add(f"Section 2.1: eps = {e:g} ({rms:.3f} per pixel), cosine schedule", "median MAPE", med)
-markdown_table(["ε (L2)", "RMS change per pixel", "median final MAPE", "fraction MAPE < 0.1%"], eps_rows,
-               caption=f"MAPE against the budget ε ({start} start, N = {steps}, cosine schedule, profile "
-                       f"{profile})", name="tbl-s21-eps", digits=4)
+eps_table = sweeps.eps_sweep(model.features, x_in, x_start, eps_sweep, steps=steps, seed=seed, routine="fast",
+                             tol=0.0).table()
+results.add_table(eps_table, item="Section 2.1: eps = {ε (L2):g} ({RMS change per pixel:.3f} per pixel), cosine "
+                                  "schedule", metric="median MAPE", measured="median MAPE")
+table(eps_table, caption=f"MAPE against the budget ε ({start} start, N = {steps}, cosine schedule, profile "
+                         f"{profile})", name="tbl-s21-eps", digits=4)
 
 # %% [markdown]
 # {numref}`tbl-s21-eps` is the most important caveat of the small-scale book: at the paper's ImageNet budget per
@@ -208,10 +202,8 @@ quality = experiments.compare_variants(
 authors_long, fast_short = quality.values()
 fig = plots.attack_curves(quality)
 glue_figure("fig_quality", fig)
-glue_value("mape_authors_long", authors_long.mape.median())
-glue_value("mape_fast_short", fast_short.mape.median())
-glue_value("steps_long", steps_long)
-glue_value("steps_short", steps_long // 10)
+glue_values(mape_authors_long=authors_long.mape.median(), mape_fast_short=fast_short.mape.median(),
+            steps_long=steps_long, steps_short=steps_long // 10)
 results.add(f"Section 2.1: authors' routine, N = {steps_long}", "median MAPE", authors_long.mape.median())
 results.add(f"Section 2.1: default routine, N = {steps_long // 10}", "median MAPE", fast_short.mape.median(),
             note="the library's default (cosine step + early stop) with a tenth of the iterations")

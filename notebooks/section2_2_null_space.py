@@ -40,13 +40,11 @@ walk_length: float = 20.0  # > 0; L2 length of the ReLU null-space walks
 start: str = "noise"  # one of start images; start image x'_out of the attack
 
 # %%
-import functools
-
 import torch
 
 from oodlib import data, nullspace, plots
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section2_2_null_space", globals())  # the declared parameters, checked as the runner does
@@ -55,9 +53,7 @@ train = data.load_dataset(dataset, "train")
 x_in = data.load_dataset(dataset, "test").subset(n_samples, seed=seed).x
 n_values = x_in[0].numel()
 results = Results()
-glue_value("n_values", n_values)
-glue_value("n_components", n_components)
-glue_value("null_dim", n_values - n_components)
+glue_values(n_values=n_values, n_components=n_components, null_dim=n_values - n_components)
 profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_samples": n_samples,
                          "n_components": n_components, "null_norms": null_norms, "walk_length": walk_length,
                          "start": start},
@@ -76,7 +72,7 @@ profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_
 
 # %%
 W = nullspace.pca_encoder(train.x, n_components)
-linear_code = functools.partial(nullspace.linear_code, W)
+linear_code = nullspace.LinearCode(W)
 x_null = {norm: nullspace.null_space_attack(W, x_in.flatten(1).double(), norm, seed=seed).view(x_in.shape)
           for norm in null_norms}
 linear_rows = []
@@ -86,14 +82,13 @@ for norm, x_prime in x_null.items():
     clipped_error = nullspace.relative_code_error(linear_code, x_prime.clamp(0, 1), x_in)
     linear_rows.append([norm, error.max(), outside.mean(), clipped_error.median()])
     results.add(f"Section 2.2: linear encoder (PCA-{n_components}), ||x' - x|| = {norm:g}",
-                "max relative code error ||Wx' - Wx|| / ||Wx||", error.max(), paper=0.0,
+                "max relative code error ||Wx' - Wx|| / ||Wx||", error.max(),
+                paper=paper_value("section2_2_null_space", "code_error"),
                 note="paper: z' = Wx' = z exactly; float64 rounding")
     results.add(f"Section 2.2: linear encoder (PCA-{n_components}), ||x' - x|| = {norm:g}",
                 "mean fraction of pixels outside [0, 1]", outside.mean())
-glue_value("linear_max_error", max(r[1] for r in linear_rows))
-glue_value("linear_outside", linear_rows[-1][2])
-glue_value("linear_clipped", linear_rows[-1][3])
-glue_value("largest_norm", null_norms[-1])
+glue_values(linear_max_error=max(r[1] for r in linear_rows), linear_outside=linear_rows[-1][2],
+            linear_clipped=linear_rows[-1][3], largest_norm=null_norms[-1])
 markdown_table(["‖x' − x‖₂", "max relative code error", "fraction of pixels outside [0, 1]",
                 "median relative code error after clipping to [0, 1]"], linear_rows,
                caption=f"Null-space perturbations of {n_samples} test images under the PCA-{n_components} linear "
@@ -136,10 +131,8 @@ results.add(f"Section 2.2 (beyond the paper): PCA-{n_components}, closest image 
             "max relative code error", box.relative_code_error.max(), note="float32 image")
 results.add(f"Section 2.2 (beyond the paper): PCA-{n_components}, closest image in [0, 1] to a {start} start",
             "mean ||x - x'_out||", box.distance_to_start.mean())
-glue_value("box_error", box.relative_code_error.max())
-glue_value("box_distance", box.distance_to_start.mean())
-glue_value("start_distance", (x_in - x_start).flatten(1).norm(dim=1).mean())
-glue_value("box_iterations", int(box.iterations.max()))
+glue_values(box_error=box.relative_code_error.max(), box_distance=box.distance_to_start.mean(),
+            start_distance=(x_in - x_start).flatten(1).norm(dim=1).mean(), box_iterations=int(box.iterations.max()))
 fig = plots.attack_panel(x_in, x_start, box.x, linear_code(x_in), linear_code(x_start), linear_code(box.x), n=3,
                          titles=["in-distribution $x_{in}$", f"start $x'_{{out}}$ ({start})",
                                  "closest image with $Wx = Wx_{in}$"])
@@ -201,21 +194,17 @@ item = f"Section 2.2: ReLU {arch}, null-space walk to ||x' - x|| = {walk_length:
 results.add(f"Section 2.2: ReLU {arch}, straight null-space segment inside one region", "median length",
             radius.median())
 results.add(item, "max relative error of z's pre-activation (float64)", walks["relative_output_error"].max(),
-            paper=0.0, note="paper: 'a similar approach can be applied'; float64 rounding")
+            paper=paper_value("section2_2_null_space", "code_error"),
+            note="paper: 'a similar approach can be applied'; float64 rounding")
 results.add(item, "max relative error of z (float32 model)", features_error.max())
 results.add(item, "median number of linear segments", walks["n_segments"].double().median())
 results.add(item, "mean fraction of pixels outside [0, 1]", walk_outside.mean())
 results.add(item, "median relative error of z after clipping to [0, 1]", clipped_error.median())
-glue_value("radius_median", radius.median())
-glue_value("radius_min", radius.min())
-glue_value("walk_length", walk_length)
-glue_value("n_reached", int((walks["perturbation_norm"] >= walk_length * (1 - 1e-9)).sum()))
-glue_value("n_samples", n_samples)
-glue_value("walk_error", walks["relative_output_error"].max())
-glue_value("features_error", features_error.max())
-glue_value("segments_max", int(walks["n_segments"].max()))
-glue_value("walk_outside", walk_outside.mean())
-glue_value("walk_clipped", clipped_error.median())
+glue_values(radius_median=radius.median(), radius_min=radius.min(), walk_length=walk_length,
+            n_reached=int((walks["perturbation_norm"] >= walk_length * (1 - 1e-9)).sum()), n_samples=n_samples,
+            walk_error=walks["relative_output_error"].max(), features_error=features_error.max(),
+            segments_max=int(walks["n_segments"].max()), walk_outside=walk_outside.mean(),
+            walk_clipped=clipped_error.median())
 markdown_table(["quantity", "value"], relu_rows,
                caption=f"Null-space construction on the trained ReLU {arch} ({n_samples} test images, profile "
                        f"{profile}); relative errors are ‖f(x') − f(x)‖ / ‖f(x)‖", name="tbl-s22n-relu")

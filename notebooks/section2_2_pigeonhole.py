@@ -47,7 +47,7 @@ import torch
 from oodlib import data, experiments, metrics, pigeonhole, plots
 from oodlib.autoencoder import AutoEncoderSpec
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section2_2_pigeonhole", globals())  # the declared parameters, checked as the runner does
@@ -86,20 +86,17 @@ encoders = list(pigeonhole.PAPER_ENCODERS) + book_encoders
 coverage = {e.name: pigeonhole.paper_scale_coverage(e) for e in encoders}
 resnet = pigeonhole.PAPER_ENCODERS[0]
 coverage_resnet = pigeonhole.paper_scale_coverage(resnet, n_in_distribution=14_000_000)
-paper_log2_ratio = 32 * 512 - 8 * 224 * 224 * 3  # the paper's ratio 2^(32·512) / 256^(224·224·3), in log2
+paper_log2_ratio = paper_value("section2_2_pigeonhole", "log2_ratio")  # 2^(32·512) / 256^(224·224·3), log2
 results.add("Section 2.2: ResNet-18 (ImageNet), log2(|F| / |Omega|)", "log2 of the size ratio",
             resnet.log2_ratio, paper=paper_log2_ratio, note="exact integer count; float32 bit patterns")
 results.add("Section 2.2: ResNet-18, P(F_out = F) at |Omega_out| = 256^150528 - 1.4e7", "probability",
             coverage_resnet, note="paper: 'close to 1'; coupon-collector limit, exact to double precision")
 for e in book_encoders:
     results.add(f"Section 2.2 (book): {e.name}, log2(|F| / |Omega|)", "log2 of the size ratio", e.log2_ratio)
-glue_value("log2_ratio_resnet", resnet.log2_ratio)
-glue_value("neg_log2_ratio", -resnet.log2_ratio)
-glue_value("neg_log10_ratio_resnet", -resnet.log2_ratio * np.log10(2.0))
-glue_value("compression_default", book_encoders[0].compression)
-glue_value("compression_resnet", resnet.compression)
-glue_value("coverage_resnet", coverage_resnet)
-glue_value("resnet_threshold", resnet.log2_latent_space * np.log(2.0))
+glue_values(log2_ratio_resnet=resnet.log2_ratio, neg_log2_ratio=-resnet.log2_ratio,
+            neg_log10_ratio_resnet=-resnet.log2_ratio * np.log10(2.0), compression_default=book_encoders[0].compression,
+            compression_resnet=resnet.compression, coverage_resnet=coverage_resnet,
+            resnet_threshold=resnet.log2_latent_space * np.log(2.0))
 rows = [[e.name, f"{e.n_inputs:,}", str(e.latent_dim), e.compression, f"{e.log2_input_space:,}",
          f"{e.log2_latent_space:,}", f"{e.log2_ratio:,}", coverage[e.name]] for e in encoders]
 rows.insert(len(pigeonhole.PAPER_ENCODERS), ["*this book*", "", "", "", "", "", "", ""])
@@ -200,9 +197,8 @@ nearest_rows = [[name, str(len(v)), v.median(), v.min(), metrics.mape_fraction_b
 for name, count, median, smallest, fraction in nearest_rows:
     results.add(f"Section 2.2 (beyond the paper): {name}, nearest training code", "fraction MAPE < 0.1%",
                 fraction, note=f"median nearest MAPE {median:.3g} over {count} images")
-glue_value("noise_min", nearest["uniform noise"].min())
-glue_value("natural_min", nearest["natural images (OOD)"].min())
-glue_value("id_median", nearest["ID test images"].median())
+glue_values(noise_min=nearest["uniform noise"].min(), natural_min=nearest["natural images (OOD)"].min(),
+            id_median=nearest["ID test images"].median())
 markdown_table(["images", "count", "median nearest MAPE", "smallest nearest MAPE", "fraction < 0.1%"],
                nearest_rows, caption=f"MAPE between each image's code and the nearest code of the {len(train)} "
                                      f"training images ({arch} on {dataset}, profile {profile})",

@@ -47,14 +47,16 @@ import torch
 
 from oodlib import data, experiments, metrics, plots
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section3_1_imagenet", globals())  # the declared parameters, checked as the runner does
 PAPER_NAMES, PAPER_ARCHS, PAPER_DATASET = ["ResNet-18", "DenseNet-121"], ["resnet18", "densenet121"], "imagenet_val"
 PAPER_LATENT, PAPER_FIGURES = [512, 1024], [3, 4]
-PAPER_TABLE_1 = [{"xray": 0.643, "ct": 0.633, "noise": 0.500}, {"xray": 0.638, "ct": 0.651, "noise": 0.500}]
-PAPER_EPS = [{"medical": 5.0, "noise": 20.0}, {"medical": 5.0, "noise": 30.0}]
+PAPER_TABLE_1 = [{start: paper_value("section3_1", f"table1_{a}_{start}") for start in ("xray", "ct", "noise")}
+                 for a in PAPER_ARCHS]
+PAPER_EPS = [{"medical": paper_value("section3_1", "eps_medical"), "noise": paper_value("section3_1", f"eps_noise_{a}")}
+             for a in PAPER_ARCHS]
 if not len(archs) == len(eps_medical) == len(eps_noise) <= len(PAPER_NAMES):
     raise ValueError("give one or two encoders (standing in for ResNet-18 and DenseNet-121) with one ε each")
 
@@ -79,10 +81,9 @@ for i, arch in enumerate(archs):
     glue_value(f"rms_noise_{i}", experiments.rms_per_value(eps_noise[i], n_values))
     glue_value(f"rms_paper_noise_{i}", experiments.rms_per_value(PAPER_EPS[i]["noise"],
                                                                  experiments.PAPER_IMAGE_VALUES))
-glue_value("rms_paper_medical", experiments.rms_per_value(5.0, experiments.PAPER_IMAGE_VALUES))
-glue_value("rms_cifar", experiments.rms_per_value(10.0, 3 * 32 * 32))
-glue_value("n_samples", len(x_in))
-glue_value("steps", steps)
+glue_values(rms_paper_medical=experiments.rms_per_value(PAPER_EPS[0]["medical"], experiments.PAPER_IMAGE_VALUES),
+            rms_cifar=experiments.rms_per_value(paper_value("appendices", "eps_cifar"), 3 * 32 * 32),
+            n_samples=len(x_in), steps=steps)
 profile_banner(profile, {"dataset": dataset, "archs": archs, "recipe": recipe, "n_samples": n_samples,
                          "steps": steps, "medical_start": medical_start, "eps_medical": eps_medical,
                          "eps_noise": eps_noise, "n_natural": n_natural},

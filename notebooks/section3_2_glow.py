@@ -57,50 +57,34 @@ eps_factors: list[float] = [2.0, 4.0]  # > 0 and nonempty; ε of the sweep, as m
 # %%
 import torch
 
-from oodlib import data, experiments, flows, metrics, plots
+from oodlib import data, experiments, glow_study, metrics, plots
 from oodlib.detectors.glow import GlowNLL, attack_from_starts, attack_to_values
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
-from oodlib.store import flow_info, get_flow
+from oodlib.report import (Results, glue_figure, glue_value, glue_values, markdown_table, paper_value,
+                           profile_banner)
 
 check_chapter("section3_2_glow", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
-spec = flows.FlowSpec.make(dataset=dataset, image_size=image_size, channels=channels, levels=flow_levels,
-                           depth=flow_depth, hidden=flow_hidden, affine=flow_affine, epochs=epochs,
-                           batch_size=flow_batch_size, lr=flow_lr, train_limit=train_limit, seed=seed)
-flow = get_flow(spec, device=device)
-info = flow_info(spec)
+study = glow_study.prepare(globals(), device=device)
+flow, info, x_in, x_other, x_natural = study.flow, study.info, study.x_in, study.x_other, study.x_natural
 detector = GlowNLL(flow)
-x_in = spec.images("test").subset(n_samples, seed=seed).x
-x_train = spec.images("train").subset(n_samples, seed=seed).x
-x_other = spec.other_images("test").subset(n_natural, seed=seed).x
-x_natural = data.natural_ood_set(n_natural, size=image_size, channels=channels, seed=seed)
-n_values = x_in[0].numel()
-paper_values = 3 * 64 * 64
-eps = experiments.scale_eps(eps_paper, n_values, paper_values=paper_values)
+x_train = study.spec.images("train").subset(n_samples, seed=seed).x
+n_values, eps = study.n_values, study.eps
 results = Results()
-glue_value("n_in", len(x_in))
-glue_value("n_train", info["n_train"])
-glue_value("n_values", n_values)
-glue_value("eps", eps)
-glue_value("rms", experiments.rms_per_value(eps, n_values))
-glue_value("steps", steps)
-glue_value("train_bpd", info["train_bpd"])
-glue_value("test_bpd", info["test_bpd"])
-glue_value("train_seconds", info["train_seconds"])
-glue_value("n_parameters", info["n_parameters"])
+glow_study.glue_budget(study, steps)
+glue_values(n_train=info["n_train"], n_values=n_values, train_bpd=info["train_bpd"], test_bpd=info["test_bpd"],
+            train_seconds=info["train_seconds"], n_parameters=info["n_parameters"])
 profile_banner(profile, {"dataset": dataset, "image_size": image_size, "channels": channels,
-                         "flow": f"L={flow_levels}, K={flow_depth}, hidden={flow_hidden}, "
-                                 f"{'affine' if flow_affine else 'additive'} coupling", "epochs": epochs,
-                         "n_samples": len(x_in), "eps": round(eps, 3), "steps": steps, "schedule": schedule},
+                         "flow": study.description, "epochs": epochs, "n_samples": len(x_in),
+                         "eps": round(eps, 3), "steps": steps, "schedule": schedule},
                departures=f"The paper trains Glow (rosinality's glow-pytorch) on CelebA at 64×64×3 and attacks "
                           f"160 faces with ε = 10, α = ε/100 and N = 10⁴ at a constant step. Here a "
                           f"{info['n_parameters']:,}-parameter flow (L = {flow_levels} levels of K = "
                           f"{flow_depth} steps) learns {dataset} at {image_size}×{image_size}×{channels} from "
                           f"{info['n_train']} images (mirror images included), and {len(x_in)} held-out images "
-                          f"are attacked with ε = {eps_paper:g}·√({n_values}/{paper_values}) = {eps:.3f} (the "
-                          f"paper's root-mean-square change per value), N = {steps} and a {schedule} step "
-                          f"schedule, so that the chapter runs on a CPU.")
+                          f"are attacked with ε = {eps_paper:g}·√({n_values}/{glow_study.PAPER_IMAGE_VALUES}) = "
+                          f"{eps:.3f} (the paper's root-mean-square change per value), N = {steps} and a {schedule} "
+                          f"step schedule, so that the chapter runs on a CPU.")
 
 # %% [markdown]
 # ## The flow
@@ -157,7 +141,7 @@ glue_value("auroc_other", clean_auroc.get("LFW non-face crops", float("nan")))
 glue_value("auroc_black", clean_auroc["all black"])
 glue_value("auroc_train", clean_auroc["training faces"])
 spiral_row = results.add("Section 3.2: NLL of the spiral start image x'_out", "NLL (bits/dim)",
-                         nll["start: spiral"].item(), paper=3.5268,
+                         nll["start: spiral"].item(), paper=paper_value("section3_2", "spiral_nll"),
                          note=f"not comparable: {image_size}×{image_size}×{channels} {dataset} flow vs CelebA "
                               f"64×64×3 Glow; the face NLLs here are near {nll_in.median():.2f}")
 
@@ -186,7 +170,8 @@ for name, run in runs.items():
     rows.append([name, clean_auroc[f"start: {name}"], attacked_auroc, metrics.auroc(score_in, run.attacked_8bit),
                  run.mape.median(), metrics.mape_fraction_below(run.mape, 1e-3)])
     missed = "" if abs(attacked_auroc - 0.5) < 0.1 else f"; not reached at ε = {eps:.3g}, see the budget sweep"
-    results.add(f"{figure}: {name} start, NLL detector on attacked images", "AUROC", attacked_auroc, paper=0.5,
+    results.add(f"{figure}: {name} start, NLL detector on attacked images", "AUROC", attacked_auroc,
+                paper=paper_value("section3_2", "attacked_auroc"),
                 note=f"paper: histograms 'almost identical' (no AUROC printed){missed}")
     results.add(f"{figure}: {name} start, NLL detector on clean start image", "AUROC",
                 clean_auroc[f"start: {name}"])

@@ -79,12 +79,12 @@ sweep_steps: int = 300  # > 0; attack iterations of the ε sweep
 # %%
 import torch
 
-from oodlib import data, experiments, metrics, plots
+from oodlib import data, experiments, metrics, plots, sweeps
 from oodlib.attack import ood_attack
 from oodlib.detectors.ccu import CCU, ink_outside_support, nearest_neighbour_distance
 from oodlib.detectors.msp import MSP
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, profile_banner
+from oodlib.report import Results, glue_figure, glue_values, markdown_table, paper_value, profile_banner, table
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("section4_ccu", globals())  # the declared parameters, checked as the runner does
@@ -102,13 +102,10 @@ ccu = CCU(model, n_components=n_components, lam=lam, sv_floor=sv_floor, em_itera
           seed=seed).fit(train.x, x_out=x_outliers)
 msp = MSP(model)
 results = Results()
-glue_value("accuracy", model_info(spec)["test_accuracy"])
-glue_value("n_components", n_components)
-glue_value("rms_eps", experiments.rms_per_value(eps, n_values))
-glue_value("eps", eps)
-glue_value("n_values", n_values)
-glue_value("latent_dim", model.latent_dim)
-rms_ratio = experiments.rms_per_value(eps, n_values) / experiments.rms_per_value(10.0, 3 * 32 * 32)
+glue_values(accuracy=model_info(spec)["test_accuracy"], n_components=n_components,
+            rms_eps=experiments.rms_per_value(eps, n_values), eps=eps, n_values=n_values, latent_dim=model.latent_dim)
+rms_ratio = (experiments.rms_per_value(eps, n_values)
+             / experiments.rms_per_value(paper_value("appendices", "eps_cifar"), 3 * 32 * 32))
 profile_banner(profile, {"dataset": dataset, "arch": arch, "n_components": n_components, "n_outliers": n_outliers,
                          "n_samples": n_samples, "start": start, "eps": eps, "steps": steps,
                          "eps_sweep": eps_sweep},
@@ -134,10 +131,8 @@ clean = {set_name: {"MSP": experiments.detector_auroc(msp, test.x, x_out),
                     "CCU": experiments.detector_auroc(ccu, test.x, x_out)} for set_name, x_out in clean_sets.items()}
 rejected = ccu.log_odds(test.x).detach() < 0
 stray_ink = ink_outside_support(test.x, train.x)
-glue_value("n_rejected", int(rejected.sum()))
-glue_value("n_rejected_stray", int((rejected & stray_ink).sum()))
-glue_value("n_stray", int(stray_ink.sum()))
-glue_value("n_test", len(test))
+glue_values(n_rejected=int(rejected.sum()), n_rejected_stray=int((rejected & stray_ink).sum()),
+            n_stray=int(stray_ink.sum()), n_test=len(test))
 for set_name, row in clean.items():
     results.add(f"Section 4: CCU, clean {set_name}", "AUROC", row["CCU"])
     results.add(f"Section 4: MSP of the same classifier, clean {set_name}", "AUROC", row["MSP"])
@@ -168,14 +163,10 @@ for f, row in attack_rows.items():
                 note="paper: CCU not broken (no number given)")
     results.add(f"Section 4: MSP, attack on the {f} (ε = {eps:g}, {start} start)", "AUROC", row["MSP AUROC"])
 odds_start = ccu.log_odds(x_start).detach().median()
-glue_value("msp_logits", attack_rows["logits"]["MSP AUROC"])
-glue_value("ccu_logits", attack_rows["logits"]["CCU AUROC"])
-glue_value("ccu_output", attack_rows["CCU output"]["CCU AUROC"])
-glue_value("mape_logits", attack_rows["logits"]["median MAPE"])
-glue_value("mape_output", attack_rows["CCU output"]["median MAPE"])
-glue_value("odds_id", odds_in.median())
-glue_value("odds_start", odds_start)
-glue_value("odds_logits", attack_rows["logits"]["median log-odds"])
+glue_values(msp_logits=attack_rows["logits"]["MSP AUROC"], ccu_logits=attack_rows["logits"]["CCU AUROC"],
+            ccu_output=attack_rows["CCU output"]["CCU AUROC"], mape_logits=attack_rows["logits"]["median MAPE"],
+            mape_output=attack_rows["CCU output"]["median MAPE"], odds_id=odds_in.median(), odds_start=odds_start,
+            odds_logits=attack_rows["logits"]["median log-odds"])
 markdown_table(["target f(x)", *attack_rows["logits"]],
                [[f, *row.values()] for f, row in attack_rows.items()],
                caption=f"The attack on CCU's classifier (f = logits) and on the CCU output, {n_samples} noise "
@@ -235,43 +226,40 @@ glue_figure("fig_hist", fig)
 # a range of ε, and measures when the CCU score of the attacked images reaches the range of test digits.
 
 # %%
-sweep = {e: ood_attack(ccu, x_in, x_start, target="density_log_odds", eps=e, steps=sweep_steps, seed=seed)
-         for e in eps_sweep}
+sweep = sweeps.eps_sweep(ccu, x_in, x_start, eps_sweep, target="density_log_odds", steps=sweep_steps, seed=seed)
 start_distance = nearest_neighbour_distance(x_start, train.x)
 test_distance = nearest_neighbour_distance(x_in, train.x)
-sweep_rows = [[e, experiments.rms_per_value(e, n_values),
-               metrics.auroc(ccu_in, ccu.score_batched(run.x)),
-               metrics.fpr_at_95_tpr(ccu_in, ccu.score_batched(run.x)),
-               ccu.log_odds(run.x).detach().median(),
-               (run.x - x_start).flatten(1).norm(dim=1).median(),
-               nearest_neighbour_distance(run.x, train.x).median()] for e, run in sweep.items()]
-for e, rms, auc, fpr, odds, moved, nearest in sweep_rows:
-    results.add(f"Section 4: CCU, adaptive attack on the log-odds, ε = {e:g} ({rms:.3f} per pixel)", "AUROC", auc)
-    results.add(f"Section 4: CCU, adaptive attack on the log-odds, ε = {e:g} ({rms:.3f} per pixel)",
-                "FPR@95TPR (A)", fpr)
-accepted = {e: fpr for e, _, _, fpr, *_ in sweep_rows}
+attacked = {e: ccu.score_batched(run.x) for e, run in sweep.runs.items()}
+sweep_table = sweep.table(**{
+    "CCU AUROC": [metrics.auroc(ccu_in, score) for score in attacked.values()],
+    "CCU FPR@95TPR (A)": [metrics.fpr_at_95_tpr(ccu_in, score) for score in attacked.values()],
+    "median log-odds": [ccu.log_odds(run.x).detach().median() for run in sweep.runs.values()],
+    "median ‖x − x'_out‖₂": [(run.x - x_start).flatten(1).norm(dim=1).median() for run in sweep.runs.values()],
+    "median distance to nearest training image": [nearest_neighbour_distance(run.x, train.x).median()
+                                                  for run in sweep.runs.values()]})
+results.add_table(sweep_table, item="Section 4: CCU, adaptive attack on the log-odds, ε = {ε (L2):g} "
+                                    "({RMS change per pixel:.3f} per pixel)",
+                  metric=["AUROC", "FPR@95TPR (A)"], measured=["CCU AUROC", "CCU FPR@95TPR (A)"])
+accepted = sweep_table["CCU FPR@95TPR (A)"].to_dict()
 eps_broken = min((e for e, fpr in accepted.items() if fpr >= 0.5), default=float("nan"))
 results.add("Section 4: CCU, smallest ε (sweep) with half the attacked images accepted", "ε (L2)", eps_broken,
             note=f"sweep {eps_sweep}; nan if none")
-glue_value("eps_broken", eps_broken)
-glue_value("rms_broken", experiments.rms_per_value(eps_broken, n_values))
-glue_value("broken_ratio", eps_broken / eps)
-glue_value("odds_at_eps", {e: odds for e, _, _, _, odds, *_ in sweep_rows}.get(eps, float("nan")))
-glue_value("start_distance", start_distance.median())
-glue_value("test_distance", test_distance.median())
-glue_value("accepted_at_eps", accepted.get(eps, float("nan")))
-markdown_table(["ε (L2)", "RMS per pixel", "CCU AUROC", "CCU FPR@95TPR (A)", "median log-odds",
-                "median ‖x − x'_out‖₂", "median distance to nearest training image"], sweep_rows,
-               caption=f"The adaptive attack (f = the mixtures' log-odds) against ε; {n_samples} noise starts, "
-                       f"N = {sweep_steps}. FPR@95TPR (A) is the fraction of attacked images CCU accepts at the "
-                       f"threshold keeping 95% of test digits. Noise starts lie a median "
-                       f"{start_distance.median():.2f} (L2) from their nearest training digit, test digits "
-                       f"{test_distance.median():.2f} (profile {profile})",
-               name="tbl-s4-sweep", digits=3)
+glue_values(eps_broken=eps_broken, rms_broken=experiments.rms_per_value(eps_broken, n_values),
+            broken_ratio=eps_broken / eps, odds_at_eps=sweep_table["median log-odds"].get(eps, float("nan")),
+            start_distance=start_distance.median(), test_distance=test_distance.median(),
+            accepted_at_eps=accepted.get(eps, float("nan")))
+table(sweep_table, columns=[sweeps.EPS, sweeps.RMS, "CCU AUROC", "CCU FPR@95TPR (A)", "median log-odds",
+                           "median ‖x − x'_out‖₂", "median distance to nearest training image"],
+      caption=f"The adaptive attack (f = the mixtures' log-odds) against ε; {n_samples} noise starts, N = "
+              f"{sweep_steps}. FPR@95TPR (A) is the fraction of attacked images CCU accepts at the threshold keeping "
+              f"95% of test digits. Noise starts lie a median {start_distance.median():.2f} (L2) from their nearest "
+              f"training digit, test digits {test_distance.median():.2f} (profile {profile})",
+      name="tbl-s4-sweep", digits=3)
 
 # %%
 show = slice(None, None, max(n_samples // 8, 1))  # eight pairs spread over the classes
-fig = plots.image_grid({"ID $x_{in}$": x_in[show], **{f"ε = {e:g}": run.x[show] for e, run in sweep.items()}}, n=8)
+fig = plots.image_grid({"ID $x_{in}$": x_in[show], **{f"ε = {e:g}": run.x[show] for e, run in sweep.runs.items()}},
+                       n=8)
 glue_figure("fig_sweep", fig)
 
 # %% [markdown]

@@ -278,19 +278,8 @@ def aupr_out(score_in: Any, score_out: Any) -> float:
 
     Average precision of the negated in-score with OOD samples as positives
     (``detectors.md``, "Metric conventions"). Its chance level is the OOD fraction
-    ``N_out / (N_in + N_out)``.
-
-    Parameters
-    ----------
-    score_in : array-like or torch.Tensor, shape (N_in,)
-        In-scores of the ID samples.
-    score_out : array-like or torch.Tensor, shape (N_out,)
-        In-scores of the OOD samples.
-
-    Returns
-    -------
-    float
-        AUPR-Out in (0, 1].
+    ``N_out / (N_in + N_out)``. Takes the same in-scores as :func:`aupr_in` (shapes
+    ``(N_in,)`` and ``(N_out,)``, raising the same errors) and returns AUPR-Out in (0, 1].
     """
     s_in = _scores(score_in, "score_in")
     s_out = _scores(score_out, "score_out")
@@ -328,10 +317,8 @@ def fpr_at_95_tpr(score_in: Any, score_out: Any, convention: str = "A") -> float
 
     Parameters
     ----------
-    score_in : array-like or torch.Tensor, shape (N_in,)
-        In-scores of the ID samples.
-    score_out : array-like or torch.Tensor, shape (N_out,)
-        In-scores of the OOD samples.
+    score_in, score_out : array-like or torch.Tensor, shapes (N_in,) and (N_out,)
+        In-scores of the ID and of the OOD samples.
     convention : {"A", "B"}, default "A"
         Which convention to use, see above.
 

@@ -40,6 +40,7 @@ __all__ = [
     "classifier_mlp_layers",
     "display_scaled",
     "fraction_outside_unit_box",
+    "LinearCode",
     "linear_code",
     "mlp_layers",
     "null_space_attack",
@@ -758,3 +759,15 @@ def _dual_newton(W: np.ndarray, z: np.ndarray, x0: np.ndarray, max_iter: int, to
 def linear_code(W: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The code ``z = W x`` of each flattened input, float64 ``(N, K)`` (Section 2.2's linear encoder)."""
     return x.detach().flatten(1).to(torch.float64) @ W.to(torch.float64).T
+
+
+class LinearCode(nn.Module):
+    """Section 2.2's linear encoder ``x ↦ W x`` as a module: :func:`linear_code` with ``W`` (K, D) fixed, for the
+    places that take an encoder (:func:`relative_code_error`, plots). Output float64 ``(N, K)``."""
+
+    def __init__(self, W: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("W", W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear_code(self.W, x)

@@ -7,6 +7,8 @@ provenance (profile, effective parameters, run time) and writes ``results/<profi
 
 from __future__ import annotations
 
+import csv
+import functools
 import json
 import math
 import os
@@ -17,9 +19,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
+    import pandas as pd
     from IPython.display import Markdown
 
 ROWS_ENV = "OODLIB_ROWS"
+PAPER_VALUES_FILE = Path(__file__).with_name("paper_values.csv")
+"""The paper's reference values, one claim a row: ``chapter, claim, source, quantity, value, convention``."""
 
 
 @dataclass
@@ -62,6 +67,33 @@ class Results:
         target.write_text(json.dumps([_jsonable(asdict(r)) for r in self.rows], indent=2))
         return target
 
+    def add_table(self, df: "pd.DataFrame", *, item: str, metric: str | Sequence[str], measured: str | Sequence[str],
+                  paper: str | None = None, note: str | None = None) -> list[Row]:
+        """Rows from the tidy table ``df`` (index levels count as columns): for each of its rows, one results row
+        per ``(metric, measured)`` pair (a single name, or two sequences of equal length: the row's metrics side
+        by side). ``item`` and ``metric`` are templates filled with the row's columns (``"Table 5: {ID set} vs
+        OOD"``, format specs allowed); ``measured``, ``paper`` and ``note`` name columns. A missing paper value
+        (None or NaN) is stored as None.
+
+        Raises
+        ------
+        KeyError
+            If a template or a named column refers to a column ``df`` does not have.
+        ValueError
+            If ``metric`` and ``measured`` differ in length.
+        """
+        metrics = [metric] if isinstance(metric, str) else list(metric)
+        columns = [measured] if isinstance(measured, str) else list(measured)
+        if len(metrics) != len(columns):
+            raise ValueError(f"{len(metrics)} metrics for {len(columns)} measured columns")
+        added = []
+        for r in _records(df):
+            for m, column in zip(metrics, columns):
+                added.append(self.add(item.format_map(r), m.format_map(r), r[column],
+                                      paper=r[paper] if paper is not None else None,
+                                      note=r[note] if note is not None else ""))
+        return added
+
     def table(self, caption: str, name: str, digits: int = 3) -> "Markdown":
         """The rows as a numbered MyST table (paper beside measured)."""
         body = [[r.item, r.metric, _fmt(r.paper, digits), _fmt(r.measured, digits), r.note] for r in self.rows]
@@ -100,6 +132,30 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, capt
     return Markdown("\n".join(lines))
 
 
+def _records(df: "pd.DataFrame") -> list[dict[str, Any]]:
+    """The rows of ``df`` as dicts, its named index levels first; NaN becomes None."""
+    flat = df.reset_index() if any(n is not None for n in df.index.names) else df
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in flat.to_dict("records")]
+
+
+def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str] | None = None,
+          digits: int = 3) -> "Markdown":
+    """A tidy table (one row per configuration; named index levels shown as the first columns) as a numbered
+    MyST table (:func:`markdown_table`), with ``columns`` in that order (default: all). Missing values (None, NaN)
+    are shown as "—".
+
+    Raises
+    ------
+    KeyError
+        If ``columns`` names a column ``df`` does not have.
+    """
+    records = _records(df)
+    header = list(columns) if columns is not None else list(records[0]) if records else list(df.columns)
+    return markdown_table(header, [[r[c] for c in header] for r in records], caption=caption, name=name,
+                          digits=digits)
+
+
 def glue_value(key: str, value: Any) -> Any:
     """Glue a number for ``{glue:text}`` use (NumPy/torch scalars become Python floats), without displaying."""
     from myst_nb import glue
@@ -108,6 +164,13 @@ def glue_value(key: str, value: Any) -> Any:
         value = as_float(value)
     glue(key, value, display=False)
     return value
+
+
+def glue_values(**values: Any) -> None:
+    """:func:`glue_value` for each keyword: ``glue_values(steps=steps, n_ood=n_ood)`` glues ``steps`` and
+    ``n_ood`` (the keyword is the glue key)."""
+    for key, value in values.items():
+        glue_value(key, value)
 
 
 def glue_figure(key: str, fig) -> None:
@@ -131,6 +194,24 @@ def profile_banner(profile: str, params: dict[str, Any], departures: str = "") -
         text.append(departures)
     text.append(":::")
     return Markdown("\n\n".join(text))
+
+
+def chapter_banner(chapter: str, namespace: dict[str, Any], departures: str = "") -> "Markdown":
+    """:func:`profile_banner` with every parameter the chapter declares (its parameters cell, in declaration
+    order), valued as in ``namespace`` (the chapter's ``globals()`` after ``check_chapter``): the banner cannot
+    forget a parameter or repeat the parameters cell by hand.
+
+    Raises
+    ------
+    KeyError
+        If ``namespace`` lacks a declared parameter (``check_chapter`` has not run).
+    """
+    from .params import REPO_ROOT, chapter_schema
+
+    path = Path.cwd() / f"{chapter}.py"
+    path = path if path.exists() else REPO_ROOT / "notebooks" / f"{chapter}.py"
+    return profile_banner(namespace["profile"], {name: namespace[name] for name in chapter_schema(path)},
+                          departures)
 
 
 def collect_results(profile: str, results_dir: str | os.PathLike | None = None, exclude: tuple[str, ...] = ()
@@ -157,3 +238,60 @@ def relative_difference(measured: float | None, paper: float | None) -> float | 
     if measured is None or paper is None or paper == 0 or math.isnan(measured):
         return None
     return (measured - paper) / abs(paper)
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """One number the paper (or a seed paper of an extension chapter) reports: ``source`` is its table, figure or
+    section, ``quantity`` what it measures, ``convention`` the metric convention it is stated in."""
+
+    chapter: str
+    claim: str
+    source: str
+    quantity: str
+    value: float
+    convention: str
+
+
+@functools.lru_cache(maxsize=1)
+def paper_values() -> dict[tuple[str, str], PaperValue]:
+    """Every reference value of :data:`PAPER_VALUES_FILE`, keyed by ``(chapter, claim)``; values are parsed with
+    Python's ``float`` (exact round trip of the written decimal)."""
+    with PAPER_VALUES_FILE.open(newline="", encoding="utf-8") as handle:
+        records = [PaperValue(**{**r, "value": float(r["value"])}) for r in csv.DictReader(handle)]
+    table = {(r.chapter, r.claim): r for r in records}
+    if len(table) != len(records):
+        raise ValueError(f"{PAPER_VALUES_FILE.name}: a (chapter, claim) pair appears twice")
+    return table
+
+
+def paper_values_frame() -> "pd.DataFrame":
+    """:func:`paper_values` as a tidy table (columns ``chapter``, ``claim``, ``source``, ``quantity``, ``value``,
+    ``convention``; one row per claim, in file order) for :func:`table`."""
+    import pandas as pd
+
+    return pd.DataFrame([asdict(v) for v in paper_values().values()])
+
+
+def paper_claim(chapter: str, claim: str) -> PaperValue:
+    """The row of :data:`PAPER_VALUES_FILE` for ``claim`` of ``chapter`` (e.g. ``("appendix_e", "table5_auroc")``).
+
+    Raises
+    ------
+    KeyError
+        If the file has no such row; the message lists the chapter's claims.
+    """
+    table = paper_values()
+    if (chapter, claim) not in table:
+        known = sorted(c for ch, c in table if ch == chapter)
+        raise KeyError(f"no paper value {claim!r} for chapter {chapter!r}; known: {known}")
+    return table[chapter, claim]
+
+
+def paper_value(chapter: str, claim: str, missing_ok: bool = False) -> float | None:
+    """The paper's number for ``claim`` of ``chapter`` (a float; its source and convention in
+    :func:`paper_claim`). Raises ``KeyError`` for an unknown claim, or returns None for one if ``missing_ok``
+    (a configuration the paper did not run)."""
+    if missing_ok and (chapter, claim) not in paper_values():
+        return None
+    return paper_claim(chapter, claim).value

@@ -78,8 +78,10 @@ def _hash_files(h: "hashlib._Hash", paths: list[Path], root: Path = REPO_ROOT) -
 
 
 def library_files() -> list[Path]:
-    """The oodlib modules a notebook can import (all but the runner's own)."""
-    return sorted(p for p in (REPO_ROOT / "oodlib").rglob("*.py") if p.name not in RUNNER_ONLY)
+    """The oodlib modules a notebook can import (all but the runner's own) and the data files they read (the
+    paper's reference values, ``*.csv``)."""
+    return sorted(p for pattern in ("*.py", "*.csv") for p in (REPO_ROOT / "oodlib").rglob(pattern)
+                  if p.name not in RUNNER_ONLY)
 
 
 def input_hash(notebook: Path, params: dict[str, Any], profile: str) -> str:

@@ -251,3 +251,11 @@ def test_relu_walk_slides_through_corners(seed):
     result = relu_null_space_walk(model, x, 60.0, seed=seed, max_segments=100)
     assert result.perturbation_norm == pytest.approx(60.0, rel=1e-9)
     assert result.relative_output_error < 1e-10
+
+
+def test_linear_code_module_matches_the_function():
+    from oodlib.nullspace import LinearCode
+
+    W = torch.randn(3, 16, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(LinearCode(W)(x), linear_code(W, x))

@@ -139,7 +139,15 @@ def clean_detection(study: DefenseStudy, scores: dict[str, str]) -> pd.DataFrame
                 rows.append({"ID set": d, "model": m, "score": s, "test accuracy": accuracy,
                              **{f"AUROC vs {k}": experiments.detector_auroc(detector, study.tests[d].x, x_out)
                                 for k, x_out in sets.items()}})
-    return pd.DataFrame(rows).set_index(["ID set", "model", "score"])
+    return _ordered_index(pd.DataFrame(rows), ["ID set", "model", "score"])
+
+
+def _ordered_index(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``frame.set_index(keys)`` with each level's labels ordered as they first appear, so that the rows, built in
+    that order, are lexically sorted: ``.loc`` on a partial key is then fast and silent (no PerformanceWarning)
+    and the table keeps its order."""
+    levels = [pd.Categorical(frame[k], categories=list(dict.fromkeys(frame[k]))) for k in keys]
+    return frame.drop(columns=keys).set_index(pd.MultiIndex.from_arrays(levels, names=keys))
 
 
 def attack(study: DefenseStudy, detectors: dict[str, Detector], target: str, *, steps: int, seed: int = 0

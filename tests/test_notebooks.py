@@ -34,6 +34,39 @@ def test_chapter_executes_with_the_smoke_profile(smoke_book, notebook):
             assert row["measured"] is not None or row["note"], f"{notebook.name}: {row['item']} unmeasured"
 
 
+def stray_outputs(executed: dict) -> list[str]:
+    """The outputs of an executed notebook that a reader should not see: anything but a glued value or figure
+    (myst-nb's ``scrapbook`` metadata), a displayed Markdown block (banner, tables) or an image — bare reprs
+    (``Row(...)``, ``0.1715``, ``'none'``), printed text and warnings."""
+    stray = []
+    for index, cell in enumerate(executed["cells"]):
+        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            data = output.get("data", {})
+            if output["output_type"] in ("display_data", "execute_result") and (
+                    "scrapbook" in output.get("metadata", {}) or "text/markdown" in data or "image/png" in data):
+                continue
+            text = "".join(output.get("text", "")) or "".join(data.get("text/plain", "")) or output.get("ename", "")
+            stray.append(f"cell {index}: {output['output_type']}: {text[:80]!r}")
+    return stray
+
+
+def test_stray_outputs_are_found():
+    executed = {"cells": [{"cell_type": "code", "outputs": [
+        {"output_type": "execute_result", "data": {"text/plain": "0.17149999999999999"}, "metadata": {}},
+        {"output_type": "display_data", "data": {"text/markdown": "note"}, "metadata": {}},
+        {"output_type": "display_data", "data": {"image/png": ""}, "metadata": {"scrapbook": {"name": "fig"}}},
+        {"output_type": "stream", "name": "stderr", "text": "UserWarning: ..."}]}]}
+    assert [s.split(":")[1].strip() for s in stray_outputs(executed)] == ["execute_result", "stream"]
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_shows_no_stray_output(smoke_book, notebook):
+    outcome = smoke_book[notebook.stem]
+    assert outcome.status in ("executed", "cached"), f"{notebook.name} failed"
+    assert stray_outputs(json.loads(outcome.output.read_text())) == []
+
+
 @pytest.mark.book
 def test_smoke_book_builds_with_warnings_as_errors(smoke_html):
     html = smoke_html

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .terminal import terminal_progress
+
 if TYPE_CHECKING:
     from .data import ImageSet
     from .store import ModelSpec
@@ -69,7 +71,7 @@ def fit(model: nn.Module, step_loss: StepLoss, *, n_examples: int, epochs: int, 
     optimizer, scheduler = adam_cosine(model, lr, epochs * -(-n_examples // batch_size))
     start, losses = time.perf_counter(), []
     model.train()
-    for epoch in range(epochs):
+    for epoch in terminal_progress(range(epochs), "training", unit="epoch"):
         if start_epoch is not None:
             start_epoch(epoch)
         for step, idx in enumerate(minibatches(n_examples, batch_size, generator)):

@@ -42,7 +42,7 @@ def measure(chapter: str, profile: str, policies: list[str], repeats: int) -> di
             results[policy].add(Path(outcome.results).read_bytes())
     reference = results[policies[0]]
     return {"chapter": chapter, "profile": profile, "cpus": os.cpu_count(), "load_average_before": load,
-            "policies": {p: {"seconds": seconds[p], "median_s": statistics.median(seconds[p]),
+            "policies": {p: {"seconds": seconds[p], "median_s": round(statistics.median(seconds[p]), 1),
                              "results_identical_to_" + policies[0]: results[p] == reference}
                          for p in policies}}
 

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import hashlib
 import json
 import os
@@ -194,32 +193,18 @@ def execute_notebook(notebook: Path, params: dict[str, Any], executed_path: Path
 def _kernel_options(folder: Path) -> dict[str, Any]:
     """papermill's keyword arguments for a quiet kernel, its configuration file written to ``folder``:
 
-    - IPC transport (Unix sockets) instead of TCP on localhost, so ipykernel has no reason to warn
-      "Kernel is running over TCP without encryption" on every run;
     - no capture of the kernel's file descriptors 1 and 2 (``capture_fd_output``), so what a C library or a
       progress bar writes there goes to the terminal, never into a cell's output;
-    - the log line of the interrupt that jupyter_client sends before every shutdown dropped
-      (:class:`oodlib.terminal.KernelLogFilter`); every other kernel log line stays.
+    - two log lines of every successful run dropped (:class:`oodlib.terminal.KernelLogFilter`): ipykernel's
+      notice that its localhost TCP sockets are unencrypted (the messages are HMAC-signed with a per-kernel
+      key; IPC sockets would avoid it but collide between kernels started side by side in one folder) and the
+      interrupt that jupyter_client sends before every shutdown; every other kernel log line stays.
     """
     config = folder / "kernel_config.json"
     config.write_text(json.dumps({"IPKernelApp": {"capture_fd_output": False, "logging_config": {
         "filters": {"quiet": {"()": "oodlib.terminal.KernelLogFilter"}},
         "handlers": {"console": {"filters": ["quiet"]}}}}}))
-    return {"kernel_manager_class": _ipc_kernel_manager(),
-            "extra_arguments": [f"--IPKernelApp.extra_config_file={config}"]}
-
-
-@functools.cache
-def _ipc_kernel_manager() -> type:
-    """nbclient's default manager (jupyter_client's AsyncKernelManager) with IPC as its default transport
-    (sockets beside the connection file, removed at shutdown). papermill creates, owns and shuts down the
-    manager as with the default class. (The blocking KernelManager would run its coroutines on a helper thread
-    that a process forked later, such as a book worker, inherits as a held lock.)"""
-    from jupyter_client import AsyncKernelManager
-    from traitlets import CaselessStrEnum
-
-    return type("IPCKernelManager", (AsyncKernelManager,),
-                {"transport": CaselessStrEnum(["tcp", "ipc"], default_value="ipc")})
+    return {"extra_arguments": [f"--IPKernelApp.extra_config_file={config}"]}
 
 
 def _describe(exc: BaseException) -> str:

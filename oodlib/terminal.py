@@ -49,10 +49,11 @@ def terminal_progress(iterable: Iterable[T], desc: str, total: int | None = None
                 mininterval=0.1, dynamic_ncols=True)
 
 
-# The kernel's own log lines that every successful run printed on the terminal: jupyter_client interrupts the
-# kernel (SIGINT) before asking it to shut down, and ipykernel logs the interrupt at ERROR level when it lands
-# while a message is being handled. Only these lines are dropped; every other kernel log line is kept.
-QUIET_KERNEL_MESSAGES = ("KeyboardInterrupt caught in kernel",)
+# The kernel's own log lines that every successful run printed on the terminal: ipykernel's notice that its
+# localhost TCP sockets are not encrypted, and the interrupt (SIGINT) that jupyter_client sends before asking the
+# kernel to shut down, logged at ERROR level when it lands while a message is being handled. Only these lines
+# are dropped; every other kernel log line is kept.
+QUIET_KERNEL_MESSAGES = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
 
 
 class KernelLogFilter:

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from .params import REPO_ROOT, effective_parameters
+from .terminal import PROGRESS_ENV
 
 BUILD = REPO_ROOT / "_build"
 RESULTS = REPO_ROOT / "results"
@@ -48,7 +49,12 @@ EXTRA_INPUTS = {  # files a notebook reads besides oodlib and its data
     "reproduction_scorecard": ("results/{profile}/*.json",),
     "appendix_a_parameters": ("notebooks/params/*.yml", "notebooks/*.py", "_toc.yml"),
 }
-RUNNER_ONLY = ("runner.py", "__main__.py", "bench.py")  # oodlib modules no notebook imports: not inputs
+# oodlib modules no notebook imports: not inputs
+RUNNER_ONLY = ("runner.py", "__main__.py", "bench.py", "bench_threads.py")
+# The thread policy of `oodlib run` and `oodlib book` alike: one CPU thread per chapter kernel (the book runs
+# --jobs chapters side by side). Results are bitwise those of the book, and an oversubscribed machine does not
+# slow down tenfold (README, "Threads").
+DEFAULT_THREADS = 1
 PACKAGES = ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "scikit-image", "mlxtend", "pydicom")
 
 
@@ -129,11 +135,12 @@ class Outcome:
     output: Path | None = None
     results: Path | None = None
     error: str = ""
+    page: Path | None = None  # the rendered HTML page (``oodlib run`` only)
 
 
-def _worker_env(profile: str, rows_path: Path, threads: int | None) -> dict[str, str]:
+def _worker_env(profile: str, rows_path: Path, threads: int | None, progress: bool = False) -> dict[str, str]:
     env = {PROFILE_ENV: profile, ROWS_ENV: str(rows_path), RESULTS_ENV: str(RESULTS), "PYTHONHASHSEED": "0",
-           "TQDM_DISABLE": "1"}
+           "TQDM_DISABLE": "1", PROGRESS_ENV: "1" if progress else "0"}
     env.update({k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()})
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -141,11 +148,16 @@ def _worker_env(profile: str, rows_path: Path, threads: int | None) -> dict[str,
 
 
 def execute_notebook(notebook: Path, params: dict[str, Any], executed_path: Path, results_path: Path,
-                     profile: str, threads: int | None = 1, failed_dir: Path | None = None,
-                     extra: dict[str, Any] | None = None) -> Outcome:
+                     profile: str, threads: int | None = DEFAULT_THREADS, failed_dir: Path | None = None,
+                     extra: dict[str, Any] | None = None, progress: bool = False) -> Outcome:
     """Execute one notebook with papermill; on success atomically write the executed notebook and the results
     file ``{notebook, profile, parameters, rows, input_hash}``. Runs in the calling process (use
-    :func:`execute_book` for parallel, isolated workers)."""
+    :func:`execute_book` for parallel, isolated workers).
+
+    ``threads`` CPU threads for the kernel's numerical libraries (None: torch's default, one per core).
+    ``progress`` draws papermill's cell bar and the chapter's own bars (:mod:`oodlib.terminal`) on this
+    process's standard error; nothing of them reaches the executed notebook. The kernel is started quietly
+    (:func:`_kernel_options`)."""
     import jupytext
     import papermill
 
@@ -153,15 +165,15 @@ def execute_notebook(notebook: Path, params: dict[str, Any], executed_path: Path
     with tempfile.TemporaryDirectory(prefix="oodlib-run-") as tmp:
         rows_path = Path(tmp) / "rows.json"
         saved_env = dict(os.environ)
-        os.environ.update(_worker_env(profile, rows_path, threads))  # inherited by the kernel
+        os.environ.update(_worker_env(profile, rows_path, threads, progress))  # inherited by the kernel
         out_tmp = Path(tmp) / executed_path.name
         nb = jupytext.read(notebook)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata.setdefault("language_info", {"name": "python"})
         try:
             papermill.execute_notebook(nb, str(out_tmp), parameters=params,
-                                       cwd=str(notebook.parent), kernel_name="python3", progress_bar=False,
-                                       log_output=False)
+                                       cwd=str(notebook.parent), kernel_name="python3", progress_bar=progress,
+                                       log_output=False, **_kernel_options(Path(tmp)))
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell's traceback
             if failed_dir is not None and out_tmp.exists():
                 failed_dir.mkdir(parents=True, exist_ok=True)
@@ -178,6 +190,23 @@ def execute_notebook(notebook: Path, params: dict[str, Any], executed_path: Path
         atomic_write_text(executed_path, out_tmp.read_text())
         atomic_write_text(results_path, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     return Outcome(notebook.stem, "executed", seconds, executed_path, results_path)
+
+
+def _kernel_options(folder: Path) -> dict[str, Any]:
+    """papermill's keyword arguments for a quiet kernel, its configuration file written to ``folder``:
+
+    - no capture of the kernel's file descriptors 1 and 2 (``capture_fd_output``), so what a C library or a
+      progress bar writes there goes to the terminal, never into a cell's output;
+    - two log lines of every successful run dropped (:class:`oodlib.terminal.KernelLogFilter`): ipykernel's
+      notice that its localhost TCP sockets are unencrypted (the messages are HMAC-signed with a per-kernel
+      key; IPC sockets would avoid it but collide between kernels started side by side in one folder) and the
+      interrupt that jupyter_client sends before every shutdown; every other kernel log line stays.
+    """
+    config = folder / "kernel_config.json"
+    config.write_text(json.dumps({"IPKernelApp": {"capture_fd_output": False, "logging_config": {
+        "filters": {"quiet": {"()": "oodlib.terminal.KernelLogFilter"}},
+        "handlers": {"console": {"filters": ["quiet"]}}}}}))
+    return {"extra_arguments": [f"--IPKernelApp.extra_config_file={config}"]}
 
 
 def _describe(exc: BaseException) -> str:
@@ -212,7 +241,7 @@ def check_data(params_by_notebook: dict[str, dict[str, Any]]) -> None:
                                + "\n".join(lines))
 
 
-def execute_book(profile: str, jobs: int = 1, threads: int | None = 1, force: bool = False,
+def execute_book(profile: str, jobs: int = 1, threads: int | None = DEFAULT_THREADS, force: bool = False,
                  log=print) -> list[Outcome]:
     """Execute every stale notebook of the book for ``profile``; returns one outcome per notebook."""
     notebooks = book_notebooks()
@@ -264,15 +293,22 @@ def _progress(iterable, total: int):
     return tqdm(iterable, total=total, desc="chapters", unit="nb", leave=False)
 
 
-def run_one(notebook: Path, profile: str, overrides: dict[str, Any], threads: int | None = None) -> Outcome:
+def run_one(notebook: Path, profile: str, overrides: dict[str, Any], threads: int | None = DEFAULT_THREADS,
+            progress: bool = False, html: bool = True) -> Outcome:
     """``python -m oodlib run``: execute one chapter with new parameters into ``runs/<name>-<profile>-<hash>/``,
-    never touching the book's outputs."""
+    never touching the book's outputs; with ``html``, also render its page there (:func:`render_page`,
+    ``Outcome.page``). ``threads`` and ``progress`` as in :func:`execute_notebook`.
+
+    Raises :class:`BookBuildError` when the chapter ran but Jupyter Book could not render its page."""
     params = effective_parameters(notebook, profile, overrides)
     check_data({notebook.stem: params})
     tag = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
     out_dir = RUNS / f"{notebook.stem}-{profile}-{tag}"
-    return execute_notebook(notebook, params, out_dir / f"{notebook.stem}.ipynb", out_dir / "results.json",
-                            profile, threads=threads, failed_dir=out_dir / "failed")
+    outcome = execute_notebook(notebook, params, out_dir / f"{notebook.stem}.ipynb", out_dir / "results.json",
+                               profile, threads=threads, failed_dir=out_dir / "failed", progress=progress)
+    if html and outcome.status == "executed" and outcome.output is not None:
+        outcome.page = render_page(outcome.output, out_dir / "html")
+    return outcome
 
 
 # ---------------------------------------------------------------------------------------------- the book build
@@ -287,9 +323,60 @@ def stage_book(profile: str, outcomes: list[Outcome]) -> Path:
         if src.is_file():
             _sync(src, stage / src.relative_to(REPO_ROOT))
     for nb in book_notebooks():
-        _sync(BUILD / "executed" / profile / f"{nb.stem}.ipynb", stage / "notebooks" / f"{nb.stem}.ipynb")
+        executed = BUILD / "executed" / profile / f"{nb.stem}.ipynb"
+        _sync_text(book_ready(executed.read_text()), stage / "notebooks" / f"{nb.stem}.ipynb")
     _sync_text(execution_status_page(profile, outcomes), stage / "book" / "execution_status.md")
     return stage
+
+
+HIDDEN_SOURCE_TAGS = {"remove-cell", "remove-input", "hide-cell", "hide-input"}
+
+
+def book_ready(notebook_json: str) -> str:
+    """An executed notebook as the book shows it: papermill's injected parameters cell (tag
+    ``injected-parameters``) removed (``remove-cell``; the profile banner states the parameters), and every
+    other code cell's source collapsed (``hide-input``: one click shows it) unless a tag already decides;
+    outputs, the profile banner among them, stay visible. The executed notebook itself is not changed."""
+    nb = json.loads(notebook_json)
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags:
+            tags.append("remove-cell")
+        elif not HIDDEN_SOURCE_TAGS & set(tags):
+            tags.append("hide-input")
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def render_page(executed: Path, out: Path) -> Path:
+    """Render one executed chapter as a stand-alone HTML page in the book's theme (Jupyter Book with the
+    book's ``_config.yml`` and bibliographies, never re-executing): glue resolved, figures, the profile banner,
+    the injected parameters cell removed and code collapsed as in the book (:func:`book_ready`), the cited
+    references on a second page. Links to other chapters are left as text. ``out`` is replaced; returns
+    ``out/notebooks/<chapter>.html``.
+
+    Raises :class:`BookBuildError` with Jupyter Book's last messages if it fails."""
+    stem = executed.stem
+    with tempfile.TemporaryDirectory(prefix="oodlib-page-") as tmp:
+        stage = Path(tmp) / "stage"
+        for bib in (REPO_ROOT / "book").glob("*.bib"):
+            _sync(bib, stage / "book" / bib.name)
+        _sync(REPO_ROOT / "_config.yml", stage / "_config.yml")
+        _sync(REPO_ROOT / "book" / "bibliography.md", stage / "book" / "bibliography.md")  # resolves citations
+        _sync_text(f"format: jb-book\nroot: notebooks/{stem}\nchapters:\n  - file: book/bibliography\n",
+                   stage / "_toc.yml")
+        _sync_text(book_ready(executed.read_text()), stage / "notebooks" / f"{stem}.ipynb")
+        cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output",
+               str(Path(tmp) / "work"), "--builder", "html", "--quiet"]
+        done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        built = Path(tmp) / "work" / "_build" / "html"
+        if done.returncode != 0 or not (built / "notebooks" / f"{stem}.html").exists():
+            raise BookBuildError(f"Jupyter Book could not render {executed}:\n{(done.stdout + done.stderr)[-3000:]}")
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(built, out)
+    return out / "notebooks" / f"{stem}.html"
 
 
 def _sync(src: Path, dst: Path) -> None:

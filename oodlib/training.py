@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from . import data, models
+from .terminal import terminal_progress
 from .utils import batched, eval_mode, module_device
 
 Recipe = Callable[[nn.Module, "data.ImageSet", "ModelSpec", torch.device], dict]
@@ -137,7 +138,7 @@ def fit(model: nn.Module, step_loss: StepLoss, *, n_examples: int, epochs: int, 
     scheduler = schedule(optimizer, epochs * -(-n_examples // batch_size))
     start, losses = time.perf_counter(), []
     model.train()
-    for epoch in range(epochs):
+    for epoch in terminal_progress(range(epochs), "training", unit="epoch"):
         if start_epoch is not None:
             start_epoch(epoch)
         for step, idx in enumerate(minibatches(n_examples, batch_size, generator)):

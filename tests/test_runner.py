@@ -1,8 +1,14 @@
 """Parameter validation and the notebook runner: clear errors before any work, staleness, atomic outputs."""
 
+import inspect
 import json
+import logging
+import os
 import re
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,6 +37,16 @@ NOTEBOOK = textwrap.dedent('''\
     r.add("Toy: eps times steps", "product", eps * steps, paper=3.0)
     r.save()
     print("done", eps, steps)
+
+    # %%
+    from oodlib.report import glue_value, profile_banner
+    from oodlib.terminal import terminal_progress
+
+    glue_value("toy_product", sum(eps for _ in terminal_progress(range(steps), "toy loop")))
+    profile_banner(profile, {"eps": eps, "steps": steps})
+
+    # %% [markdown]
+    # The product is {glue:text}`toy_product:.2f`.
     ''')
 
 
@@ -165,9 +181,43 @@ def test_cli_rejects_bad_input_with_exit_code_2(toy, capsys):
     assert "parameter 'eps' = -3.0: must be > 0" in capsys.readouterr().err
     assert main(["run", str(toy), "--profile", "smoke", "-p", "profile", "paper"]) == 2
     assert "choose the profile with --profile, e.g. --profile paper" in capsys.readouterr().err
-    assert main(["run", str(toy), "--profile", "turbo"]) == 2
-    assert "unknown profile 'turbo'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["run", str(toy), "--profile", "turbo"])
+    assert exited.value.code == 2
+    assert "invalid choice: 'turbo' (choose from 'smoke', 'default', 'paper')" in capsys.readouterr().err
     assert not runner.RUNS.exists()
+
+
+def test_cli_help_documents_the_profile_the_notebook_and_the_thread_policy(capsys):
+    for argv in (["--help"], ["run", "--help"], ["book", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+        assert "``" not in text and ":func:" not in text  # no reStructuredText in the help
+        if argv != ["--help"]:
+            assert "--profile {smoke,default,paper}" in text and "if omitted: default" in text
+            assert "--threads THREADS" in text and "default: 1" in text
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "the chapter: its py:percent notebook" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_names_the_chapters_when_the_notebook_does_not_exist(capsys):
+    assert main(["run", "section2_1_algorithmm", "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no such notebook: section2_1_algorithmm; the chapters")
+    assert "section2_1_algorithm," in err and "appendix_c_odin" in err and err.count("\n") == 1
+
+
+def test_one_thread_policy_for_the_book_and_a_re_run():
+    from oodlib.__main__ import _parser
+
+    assert runner.DEFAULT_THREADS == 1
+    assert _parser().parse_args(["run", "x.py"]).threads == _parser().parse_args(["book"]).threads == 1
+    for function in (runner.run_one, runner.execute_book, runner.execute_notebook):
+        assert inspect.signature(function).parameters["threads"].default == runner.DEFAULT_THREADS
+    env = runner._worker_env("smoke", runner.BUILD / "rows.json", runner.DEFAULT_THREADS)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
 
 
 def test_book_notebooks_follow_the_toc_with_the_scorecard_last():
@@ -175,3 +225,91 @@ def test_book_notebooks_follow_the_toc_with_the_scorecard_last():
     assert stems, "the book has notebooks"
     if "reproduction_scorecard" in stems:
         assert stems[-1] == "reproduction_scorecard"
+
+
+def _outputs_text(notebook: Path) -> str:
+    cells = json.loads(notebook.read_text())["cells"]
+    return json.dumps([c.get("outputs", []) for c in cells])
+
+
+def test_re_run_renders_the_page_and_shows_progress_on_the_terminal_only(toy, capfd):
+    outcome = runner.run_one(toy, "smoke", {"eps": 5.0}, progress=True)
+    assert outcome.status == "executed", outcome.error
+    err = capfd.readouterr().err
+    assert "toy loop" in err and "Executing" in err  # the chapter's bar and papermill's cell bar, on stderr
+    assert "without encryption" not in err and "KeyboardInterrupt" not in err and "IPKernelApp" not in err
+    assert "toy loop" not in _outputs_text(outcome.output)  # never in the notebook
+    assert outcome.page == outcome.output.parent / "html" / "notebooks" / "toy.html"
+    page = outcome.page.read_text()
+    assert "The product is <span class=\"pasted-text\">10.00</span>" in page  # glue resolved with the re-run's numbers
+    assert "Built with the <strong>smoke</strong> profile" in page  # the banner, rendered
+    assert "{glue:text}" not in page and ":::" not in page and "{note}" not in page
+    assert "tag_injected-parameters" not in page and "# Parameters" not in page
+    assert "tag_hide-input" in page and "Show code cell source" in page
+    assert (outcome.page.parent.parent / "_static").is_dir()  # the book's theme travels with the page
+
+
+def test_book_runs_draw_no_progress_bar(toy, capfd):
+    outcome, = runner.execute_book("smoke", log=lambda m: None)
+    assert outcome.status == "executed", outcome.error
+    err = capfd.readouterr().err
+    assert "toy loop" not in err and "Executing" not in err and "IPKernelApp" not in err
+    assert "toy loop" not in _outputs_text(outcome.output)
+
+
+def test_book_ready_removes_the_injected_cell_and_collapses_code_but_not_outputs():
+    cells = [{"cell_type": "markdown", "metadata": {}, "source": "# Title"},
+             {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "eps = 1", "outputs": []},
+             {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "source": "eps = 5",
+              "outputs": []},
+             {"cell_type": "code", "metadata": {}, "source": "banner", "outputs": [{"output_type": "x"}]},
+             {"cell_type": "code", "metadata": {"tags": ["remove-input"]}, "source": "kept", "outputs": []}]
+    before = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    after = json.loads(runner.book_ready(json.dumps(before)))
+    tags = [c["metadata"].get("tags") for c in after["cells"]]
+    assert tags == [None, ["parameters", "hide-input"], ["injected-parameters", "remove-cell"], ["hide-input"],
+                    ["remove-input"]]
+    assert after["cells"][3]["outputs"] == [{"output_type": "x"}]
+
+
+def test_plain_papermill_runs_a_chapter_through_jupytext(tmp_path):
+    """The README's path for papermill users: jupytext writes the .ipynb to papermill's standard input."""
+    chapter = tmp_path / "chapters" / "toy.py"
+    chapter.parent.mkdir()
+    header = "# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n" \
+             "#     name: python3\n# ---\n\n"  # as every chapter has
+    chapter.write_text(header + NOTEBOOK)
+    out = tmp_path / "out.ipynb"
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OODLIB_")}
+    pipe = (f"{bin_dir / 'jupytext'} --to ipynb -o - {chapter} | "
+            f"{bin_dir / 'papermill'} - {out} -p eps 5 --cwd {chapter.parent} --no-progress-bar")
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", pipe], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    outputs = _outputs_text(out)
+    assert "done 5.0 3" in outputs  # eps from -p (as a float, as declared), steps from the chapter's own parameters cell
+    assert "toy loop" not in outputs
+    rows = json.loads((chapter.parent / "results" / "interactive" / "rows.json").read_text())
+    assert rows[0]["measured"] == 15
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", pipe.replace("-p eps 5", "-p eps -1")],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "parameter 'eps' = -1" in done.stderr  # the runner's checks still apply
+
+
+def test_progress_only_where_asked_and_kernel_log_filter(monkeypatch):
+    from oodlib import terminal
+
+    items = range(3)
+    monkeypatch.setenv(terminal.PROGRESS_ENV, "0")
+    assert terminal.terminal_progress(items, "x") is items
+    monkeypatch.delenv(terminal.PROGRESS_ENV)
+    assert terminal.terminal_progress(items, "x") is items  # pytest's captured stderr is not the process's
+    monkeypatch.setenv(terminal.PROGRESS_ENV, "1")
+    bar = terminal.terminal_progress(items, "x")
+    assert bar is not items and list(bar) == [0, 1, 2]
+    quiet = terminal.KernelLogFilter()
+    record = logging.LogRecord("IPKernelApp", logging.ERROR, "k.py", 1, "KeyboardInterrupt caught in kernel", (),
+                               None)
+    assert not quiet.filter(record)
+    record.msg = "Exception in message handler:"
+    assert quiet.filter(record)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from .. import _checks
 from ..metrics import mape_tensor as _mape
 from ..models import resolve_device
+from ..terminal import terminal_progress
 from ..utils import batched, eval_mode, module_device
 
 NORMS = ("l2", "linf")
@@ -487,7 +488,7 @@ def _attack_one_batch(f, z_target, x0, start, *, eps, steps, norm, alpha, update
     done_x, done_mape, done_loss = x.clone(), torch.zeros_like(best_loss), torch.zeros_like(best_loss)
     nonfinite = torch.zeros(x.shape[0], dtype=torch.int64, device=dev)  # per sample: skipped iterations
     ran = 0
-    for t in range(steps):
+    for t in terminal_progress(range(steps), "OOD attack"):
         leaf = x.detach().requires_grad_(True)  # shares x's storage: no copy
         z = _as_rows(f(leaf))
         per_sample = (z - z_target).pow(2).flatten(1).sum(1)

@@ -123,7 +123,7 @@ log_first = first_broken[("log form, float64", f"{start} starts")]
 results.add("Appendix H.2: first p with inf/NaN gradients, log form + float64 (noise)", "power p", log_first,
             paper=max_power + 1, note=f"none up to p = {probe_power}" if log_first is None else "")
 results.add("Appendix H.2: first p with inf/NaN gradients, original root (noise)", "power p",
-            first_broken[("original root, float64", f"{start} starts")]);  # the semicolon keeps the returned value off the page
+            first_broken[("original root, float64", f"{start} starts")]);
 
 # %% [markdown]
 # On the detector's own score ($P$ = {glue:text}`max_power`, float64), the fraction of noise images with a

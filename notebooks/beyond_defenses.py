@@ -140,7 +140,7 @@ for name, outcome in {"msp_clean": msp["clean"], "msp_atom": msp["atom_pgd"], "m
                       "msp_features": msp_features}.items():
     glue_value(f"auroc_{name}", outcome.auroc)
     glue_value(f"fpr_{name}", outcome.fpr95)
-glue_value("aloe_gain", aloe["aloe_pgd"].auroc - msp["aloe_pgd"].auroc);  # the semicolon keeps the returned value off the page
+glue_value("aloe_gain", aloe["aloe_pgd"].auroc - msp["aloe_pgd"].auroc);
 
 # %% [markdown]
 # ## ATOM

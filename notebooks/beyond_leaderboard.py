@@ -157,7 +157,7 @@ for label, cells in board.outcomes.items():
     for threat, outcome in cells.items():
         glue_value(f"auroc_{label}_{threat}", outcome.auroc)
 missing = "; ".join(f"{label}: {why}" for label, why in board.missing.items()) or "none"
-glue_value("missing_rows", missing);  # the semicolon keeps the returned value off the page
+glue_value("missing_rows", missing);
 
 # %% [markdown]
 # ## Reading the table

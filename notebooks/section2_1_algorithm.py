@@ -206,7 +206,7 @@ glue_values(mape_authors_long=authors_long.mape.median(), mape_fast_short=fast_s
             steps_long=steps_long, steps_short=steps_long // 10)
 results.add(f"Section 2.1: authors' routine, N = {steps_long}", "median MAPE", authors_long.mape.median())
 results.add(f"Section 2.1: default routine, N = {steps_long // 10}", "median MAPE", fast_short.mape.median(),
-            note="the library's default (cosine step + early stop) with a tenth of the iterations");  # the semicolon keeps the returned value off the page
+            note="the library's default (cosine step + early stop) with a tenth of the iterations");
 
 # %% [markdown]
 # ```{glue:figure} fig_quality

@@ -33,7 +33,11 @@ def _threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    """argparse type of ``--threads`` and ``--jobs``: an integer of at least 1 (the message names no function)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer of at least 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -60,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-html", action="store_true", help="do not render the HTML page (saves ~15 s)")
     book = sub.add_parser("book", help="execute stale notebooks of a profile, then build the HTML book")
     _profile_option(book)
-    book.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+    book.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                       help="notebooks executed in parallel (default: 2 or the number of CPUs)")
     _threads_option(book)
     book.add_argument("--force", action="store_true", help="re-execute every notebook")
@@ -118,6 +122,8 @@ def _run(args: argparse.Namespace) -> int:
 def _chapter(given: Path) -> Path:
     """The notebook a ``run`` argument names: a path, or a chapter's name (``section2_1_algorithm``) in
     ``notebooks/``. Raises ParameterError listing the chapters when there is none."""
+    if not given.name:
+        raise ParameterError(f"no notebook given ({str(given)!r}); name a chapter, e.g. section2_1_algorithm")
     for candidate in (given, NOTEBOOKS / given, NOTEBOOKS / given.with_suffix(".py")):
         if candidate.is_file():
             return candidate.resolve()

@@ -288,6 +288,8 @@ def _coerce_element(v: Any, element_type: str, declared: str) -> tuple[Any, str 
             return float(v), None
         if isinstance(v, float) and not v.is_integer():
             return v, f"must be an integer (declared {declared})"
+        if abs(v) > 2**63 - 1:  # an integral float (1e30) would become an integer beyond int64
+            return v, "must be at most 2**63 - 1 in magnitude"
         return int(v), None
     expected = {"bool": bool, "str": str, "dict": dict}[element_type]
     if not isinstance(v, expected):

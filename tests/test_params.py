@@ -221,6 +221,11 @@ def test_unreadable_yaml_huge_integers_and_non_chapters_are_parameter_errors(cap
         params.parse_override("eps", "[1, 2")
     with pytest.raises(params.ParameterError, match="at most 2\\*\\*63"):
         params.effective_parameters(path, "smoke", {"eps": 10**300})
+    for integral_float in (1e19, 1e30):  # an int parameter given as a float becomes an integer beyond int64
+        with pytest.raises(params.ParameterError, match="at most 2\\*\\*63"):
+            params.effective_parameters(path, "smoke", {"steps": integral_float})
+    assert main(["run", "", "--profile", "smoke"]) == 2
+    assert "no notebook given" in capsys.readouterr().err
     assert main(["run", str(params.PARAMS_DIR / "smoke.yml"), "--profile", "smoke"]) == 2
     assert "is not a chapter" in capsys.readouterr().err
     assert main(["run", str(path), "--profile", "smoke", "-p", "eps", "[1, 2"]) == 2

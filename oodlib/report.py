@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from . import metrics, verdicts
+
 if TYPE_CHECKING:
     import pandas as pd
     from IPython.display import Markdown
@@ -30,13 +32,25 @@ PAPER_VALUES_FILE = Path(__file__).with_name("paper_values.csv")
 @dataclass
 class Row:
     """One number the chapter compares with the paper. ``item`` names the paper's own numbering
-    ("Table 1: ResNet-18, CT start"); ``paper`` is None where the paper gives no number."""
+    ("Table 1: ResNet-18, CT start"); ``paper`` is None where the paper gives no number.
+
+    A row that judges one of the paper's claims (:meth:`Results.add_attack`, :meth:`Results.add_mape_claim`) also
+    carries its evidence and the verdict of :mod:`oodlib.verdicts`: ``clean`` (the detector's clean AUROC against
+    the same, unattacked start images), ``clean_natural`` (its clean AUROC against the natural-image OOD set),
+    ``id_like`` (the attacked images became in-distribution-like, :func:`oodlib.verdicts.ood_check`),
+    ``verdict`` (:data:`~oodlib.verdicts.REPRODUCED`, :data:`~oodlib.verdicts.NOT_REPRODUCED` or
+    :data:`~oodlib.verdicts.NOT_TESTABLE`) and ``reason``."""
 
     item: str
     metric: str
     measured: float | None
     paper: float | None = None
     note: str = ""
+    clean: float | None = None
+    clean_natural: float | None = None
+    id_like: bool | None = None
+    verdict: str | None = None
+    reason: str = ""
 
 
 def as_float(value: Any) -> float | None:
@@ -57,6 +71,50 @@ class Results:
     def add(self, item: str, metric: str, measured: Any, paper: Any = None, note: str = "") -> Row:
         row = Row(item, metric, as_float(measured), as_float(paper), note)
         self.rows.append(row)
+        return row
+
+    def add_attack(self, item: str, *, attacked: Any, clean: Any, clean_natural: Any = None, paper: Any = None,
+                   id_like: bool | None = None, clean_offered: Sequence[Any] = (), note: str = "",
+                   metric: str = "AUROC under attack") -> Row:
+        """A row for an AUROC under attack, with its clean companions (issue: clean beside attacked, everywhere).
+
+        ``attacked`` and ``clean`` are the detector's AUROC (ID positive, in-scores) of the ID images against the
+        same start images after and before the attack (same detector, model and images); ``clean_natural`` its
+        clean AUROC against the natural-image OOD set. Where ``paper`` is given, the row carries the verdict of
+        :func:`oodlib.verdicts.auroc_verdict` (``clean_offered``: the clean AUROCs of the other starts this
+        chapter offers; ``id_like``: :attr:`oodlib.verdicts.OODCheck.id_like` of the attacked images, None when
+        not measured).
+
+        Raises
+        ------
+        ValueError
+            If ``paper`` is given and ``attacked`` or ``clean`` is not a finite number.
+        """
+        row = self.add(item, metric, attacked, paper, note)
+        row.clean, row.clean_natural = as_float(clean), as_float(clean_natural)
+        row.id_like = None if id_like is None else bool(id_like)
+        if row.paper is not None:
+            verdict = verdicts.auroc_verdict(row.paper, row.clean, row.measured, id_like=bool(id_like),
+                                    clean_offered=[as_float(c) for c in clean_offered])
+            row.verdict, row.reason = verdict.label, verdict.reason
+        return row
+
+    def add_mape_claim(self, item: str, mape_values: Any, note: str = "") -> Row:
+        """A row for Section 3.1's "most MAPE values are less than 0.1%": the fraction of pairs below 0.1%
+        (measured; the paper's "most" is stored as :data:`oodlib.verdicts.MAPE_MAJORITY`) and the verdict of
+        :func:`oodlib.verdicts.mape_verdict`.
+
+        Raises
+        ------
+        ValueError
+            If ``mape_values`` is empty or holds a non-finite value.
+        """
+        verdict = verdicts.mape_verdict(mape_values)
+        values = metrics.as_float64_array(mape_values, "mape_values")
+        fraction = metrics.mape_fraction_below(values, verdicts.MAPE_THRESHOLD)
+        row = self.add(item, f"fraction of pairs with MAPE < {verdicts.MAPE_THRESHOLD:.1%}", fraction,
+                       verdicts.MAPE_MAJORITY, note)
+        row.verdict, row.reason = verdict.label, verdict.reason
         return row
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
@@ -95,9 +153,15 @@ class Results:
         return added
 
     def table(self, caption: str, name: str, digits: int = 3) -> "Markdown":
-        """The rows as a numbered MyST table (paper beside measured)."""
-        body = [[r.item, r.metric, _fmt(r.paper, digits), _fmt(r.measured, digits), r.note] for r in self.rows]
-        return markdown_table(["item", "metric", "paper", "measured", "note"], body, caption=caption, name=name)
+        """The rows as a numbered MyST table (paper beside measured; with the clean AUROCs and the verdict when a
+        row judges a claim)."""
+        if not any(r.verdict or r.clean is not None for r in self.rows):
+            body = [[r.item, r.metric, _fmt(r.paper, digits), _fmt(r.measured, digits), r.note] for r in self.rows]
+            return markdown_table(["item", "metric", "paper", "measured", "note"], body, caption=caption, name=name)
+        body = [[r.item, r.metric, _fmt(r.paper, digits), _fmt(r.clean, digits), _fmt(r.clean_natural, digits),
+                 _fmt(r.measured, digits), r.verdict or "—", r.note] for r in self.rows]
+        return markdown_table(["item", "metric", "paper", "clean (starts)", "clean (natural OOD)", "measured",
+                               "verdict", "note"], body, caption=caption, name=name)
 
 
 def _jsonable(d: dict) -> dict:
@@ -295,3 +359,29 @@ def paper_value(chapter: str, claim: str, missing_ok: bool = False) -> float | N
     if missing_ok and (chapter, claim) not in paper_values():
         return None
     return paper_claim(chapter, claim).value
+
+
+def in_book_order(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` of :func:`collect_results` sorted by their chapter's place in the book's table of contents (the
+    paper's order: Sections 1–4, then Appendices A–J, then the extension chapters), keeping each chapter's own
+    row order; a chapter not in the table of contents goes last."""
+    from .runner import book_notebooks
+
+    place = {path.stem: i for i, path in enumerate(book_notebooks())}
+    return sorted(rows, key=lambda r: place.get(r["chapter"], len(place)))
+
+
+def verdict_summary(rows: Sequence[dict[str, Any]]) -> "pd.DataFrame":
+    """Per chapter (book order), how many of its claims were judged and how many of them are each verdict of
+    :mod:`oodlib.verdicts`: columns ``chapter``, ``judged`` and one per verdict label; a last row ``all``."""
+    import pandas as pd
+
+    labels = [verdicts.REPRODUCED, verdicts.NOT_REPRODUCED, verdicts.NOT_TESTABLE]
+    judged = [r for r in in_book_order(rows) if r.get("verdict")]
+    chapters = list(dict.fromkeys(r["chapter"] for r in judged))
+    records = [{"chapter": c, "judged": sum(r["chapter"] == c for r in judged),
+                **{v: sum(r["chapter"] == c and r["verdict"] == v for r in judged) for v in labels}}
+               for c in chapters]
+    records.append({"chapter": "all", "judged": len(judged), **{v: sum(r["verdict"] == v for r in judged)
+                                                                for v in labels}})
+    return pd.DataFrame(records, columns=["chapter", "judged", *labels])

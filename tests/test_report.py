@@ -31,3 +31,44 @@ def test_collect_results_reads_the_runner_s_results_folder(tmp_path, monkeypatch
     rows = collect_results("smoke", exclude=("scorecard",))
     assert [(r["chapter"], r["item"]) for r in rows] == [("a_chapter", "y"), ("b_chapter", "x")]
     assert collect_results("smoke", results_dir=tmp_path / "nowhere") == []
+
+
+def test_add_attack_carries_the_clean_companions_and_the_verdict():
+    from oodlib import verdicts
+    from oodlib.report import Results
+
+    results = Results()
+    row = results.add_attack("x", attacked=0.52, clean=0.97, clean_natural=0.9, paper=0.5, id_like=False)
+    assert (row.clean, row.clean_natural, row.id_like, row.verdict) == (0.97, 0.9, False, verdicts.REPRODUCED)
+    assert results.add_attack("y", attacked=0.5, clean=0.97, paper=0.5, id_like=True).verdict == \
+        verdicts.NOT_REPRODUCED
+    assert results.add_attack("z", attacked=0.5, clean=0.1, paper=0.5).verdict == verdicts.NOT_TESTABLE
+    assert results.add_attack("w", attacked=0.5, clean=0.1, paper=0.5, clean_offered=[0.9]).verdict == \
+        verdicts.NOT_REPRODUCED
+    unjudged = results.add_attack("v", attacked=0.5, clean=0.0)  # no paper value: reported, not judged
+    assert unjudged.verdict is None and unjudged.clean == 0.0
+    assert "verdict" in results.table("c", "tbl-x").data
+
+
+def test_add_mape_claim_stores_the_fraction_below_the_threshold_and_its_verdict():
+    from oodlib import verdicts
+    from oodlib.report import Results
+
+    row = Results().add_mape_claim("m", [1e-4, 2e-3, 5e-4, 1e-2])
+    assert row.measured == 0.5 and row.paper == verdicts.MAPE_MAJORITY and row.verdict == verdicts.REPRODUCED
+    assert Results().add_mape_claim("m", [1e-2, 2e-3, 5e-4]).verdict == verdicts.NOT_REPRODUCED
+
+
+def test_verdict_summary_counts_each_label_per_chapter_in_book_order():
+    from oodlib import verdicts
+    from oodlib.report import in_book_order, verdict_summary
+
+    rows = [{"chapter": "appendix_c_odin", "verdict": verdicts.NOT_TESTABLE},
+            {"chapter": "section3_1_imagenet", "verdict": verdicts.REPRODUCED},
+            {"chapter": "section3_1_imagenet", "verdict": verdicts.NOT_REPRODUCED},
+            {"chapter": "section3_1_imagenet", "verdict": None}]
+    assert [r["chapter"] for r in in_book_order(rows)][0] == "section3_1_imagenet"
+    summary = verdict_summary(rows)
+    assert list(summary["chapter"]) == ["section3_1_imagenet", "appendix_c_odin", "all"]
+    assert list(summary["judged"]) == [2, 1, 3]
+    assert summary.iloc[-1][verdicts.NOT_TESTABLE] == 1 and summary.iloc[0][verdicts.REPRODUCED] == 1

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from . import _checks, data, metrics
+from . import _checks, data, metrics, verdicts
 from .attack import AttackResult, ood_attack
 from .detectors import Detector, make_detector
 from .models import Classifier
@@ -26,6 +26,11 @@ from .store import ModelSpec, get_model, model_info, training_data
 from .utils import batched, eval_mode, module_device
 
 PAPER_IMAGE_VALUES = 3 * 224 * 224  # the ImageNet experiments' input size (Section 3.1)
+
+REPRODUCTION_ROUTINE = "authors"
+"""The routine (:data:`oodlib.attack.ROUTINES`) of every experiment helper of this package when the caller names
+none: the authors' public implementation, because the chapters reproduce the authors' experiments. A chapter about
+what the attack *can* reach passes ``routine="fast"`` explicitly and says so (the defaults policy, Appendix A)."""
 
 
 def scale_eps(eps_paper: float, n_values: int, paper_values: int = PAPER_IMAGE_VALUES) -> float:
@@ -73,9 +78,9 @@ def attack_from_start(model: Classifier, x_in: Tensor, start: str, *, eps: float
                       **attack_options) -> StartRun:
     """Algorithm 1 on ``model.features`` from the start image ``start`` (per-sample noise for ``"noise"``),
     paired with each image of ``x_in``. The reproduction chapters claim to reproduce the paper, so the routine is
-    the authors' (``routine="authors"``) unless ``attack_options`` names another."""
+    :data:`REPRODUCTION_ROUTINE` unless ``attack_options`` names another."""
     _checks.nonempty(x_in, "x_in")
-    attack_options.setdefault("routine", "authors")
+    attack_options.setdefault("routine", REPRODUCTION_ROUTINE)
     x_start = data.start_batch(start, len(x_in), size=x_in.shape[-1], channels=x_in.shape[1], seed=seed)
     result = ood_attack(model.features, x_in, x_start, eps=eps, steps=steps, seed=seed, **attack_options)
     z_in, z_start, z_attacked = encode(model, x_in), encode(model, x_start), encode(model, result.x)
@@ -98,6 +103,60 @@ def detector_auroc(detector: Detector, x_in: Tensor, x_out: Tensor) -> float:
     _checks.nonempty(x_in, "x_in")
     _checks.nonempty(x_out, "x_out")
     return metrics.auroc(detector.score_batched(x_in), detector.score_batched(x_out))
+
+
+@dataclass(frozen=True)
+class AttackEvidence:
+    """What a claim "AUROC under attack ≈ 0.5" needs beside the attacked AUROC (AUROC: ID positive, in-scores).
+
+    ``clean``: the detector's AUROC of the ID images against the unattacked start images; ``attacked``: against
+    the same starts after the attack; ``clean_natural``: against the natural-image OOD set (None if not given);
+    ``ood``: :func:`oodlib.verdicts.ood_check` of the attacked images (None if no reference set was given).
+    ``as_row()`` gives the keyword arguments of :meth:`oodlib.report.Results.add_attack`."""
+
+    clean: float
+    attacked: float
+    clean_natural: float | None
+    ood: verdicts.OODCheck | None
+
+    def as_row(self) -> dict[str, float | bool | None]:
+        return {"clean": self.clean, "attacked": self.attacked, "clean_natural": self.clean_natural,
+                "id_like": None if self.ood is None else self.ood.id_like}
+
+
+def attack_evidence(detector: Detector | Callable[[Tensor], Tensor], x_in: Tensor, x_start: Tensor,
+                    x_attacked: Tensor, *, x_natural: Tensor | None = None,
+                    reference: tuple[Tensor, Tensor] | None = None) -> AttackEvidence:
+    """The clean and attacked AUROCs of one detector on one set of start images, and whether the attacked images
+    are still out-of-distribution (the issue's rule: a claim is judged only on starts the clean detector catches,
+    and only while the attacked images stay OOD).
+
+    Parameters
+    ----------
+    detector : a :class:`~oodlib.detectors.Detector` (its ``score_batched``), or a function from images (N, C, H, W)
+        to in-scores (N,) (higher = more in-distribution).
+    x_in : the ID images (N, C, H, W) the detector must tell apart (e.g. the attack's targets).
+    x_start, x_attacked : the start images and the same images after the attack, (M, C, H, W) each.
+    x_natural : optional natural-image OOD samples (:func:`oodlib.data.natural_ood_set`) for ``clean_natural``.
+    reference : optional ``(x_train, x_id_test)``: ID training images and held-out ID images, for
+        :func:`oodlib.verdicts.ood_check`.
+
+    Raises
+    ------
+    ValueError
+        If a batch is empty, or ``x_start`` and ``x_attacked`` differ in shape.
+    """
+    for name, x in (("x_in", x_in), ("x_start", x_start), ("x_attacked", x_attacked)):
+        _checks.nonempty(x, name)
+    if x_start.shape != x_attacked.shape:
+        raise ValueError(f"x_start {tuple(x_start.shape)} and x_attacked {tuple(x_attacked.shape)} differ in shape")
+    score = detector.score_batched if isinstance(detector, Detector) else detector
+    s_in = score(x_in)
+    clean = metrics.auroc(s_in, score(x_start))
+    attacked = metrics.auroc(s_in, score(x_attacked))
+    natural = None if x_natural is None else metrics.auroc(s_in, score(x_natural))
+    ood = None if reference is None else verdicts.ood_check(x_attacked, *reference)
+    return AttackEvidence(clean=clean, attacked=attacked, clean_natural=natural, ood=ood)
 
 
 def msp_table(model: Classifier, x_in: Tensor, runs: dict[str, StartRun], x_natural: Tensor | None = None
@@ -370,7 +429,7 @@ def attack_detector(detector: Detector, target: str, x_in: Tensor, starts: dict[
     _checks.nonempty(x_in, "x_in")
     for name, batch in starts.items():
         _checks.nonempty(batch, f"starts[{name!r}]")
-    attack_options.setdefault("routine", "authors")
+    attack_options.setdefault("routine", REPRODUCTION_ROUTINE)
     score_in = detector.score_batched(x_in)
     runs = {}
     for name, (start, eps) in configs.items():

@@ -181,3 +181,26 @@ def test_attack_detector_matches_the_feature_and_scores_every_set(model, x_in):
     labels = [" ".join(t.get_text().split()) for ax in figures["images"].axes for t in ax.texts]
     assert labels == ["ID $x_{in}$", "noise start", "attacked (noise)", "attacked (ε ×2)", "crop start",
                       "attacked (crop)"]
+
+
+def test_attack_evidence_gives_clean_attacked_natural_aurocs_and_the_ood_check():
+    from oodlib import experiments
+
+    def score(x):  # in-score: darker is more in-distribution
+        return -x.mean(dim=(1, 2, 3))
+
+    g = torch.Generator().manual_seed(0)
+    x_in = torch.rand(20, 1, 4, 4, generator=g) * 0.2
+    x_start = 0.8 + torch.rand(10, 1, 4, 4, generator=g) * 0.2
+    x_attacked = torch.rand(10, 1, 4, 4, generator=g) * 0.2
+    reference = (torch.rand(30, 1, 4, 4, generator=g) * 0.2, torch.rand(20, 1, 4, 4, generator=g) * 0.2)
+    evidence = experiments.attack_evidence(score, x_in, x_start, x_attacked, x_natural=x_start.flip(0),
+                                           reference=reference)
+    assert evidence.clean == 1.0 and evidence.clean_natural == 1.0
+    assert 0.2 < evidence.attacked < 0.8
+    assert evidence.ood.id_like  # attacked images drawn like the ID set
+    row = evidence.as_row()
+    assert row == {"clean": 1.0, "attacked": evidence.attacked, "clean_natural": 1.0, "id_like": True}
+    assert experiments.attack_evidence(score, x_in, x_start, x_start).ood is None
+    with pytest.raises(ValueError, match="differ in shape"):
+        experiments.attack_evidence(score, x_in, x_start, x_attacked[:5])

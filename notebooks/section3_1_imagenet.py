@@ -23,8 +23,13 @@
 #   1000 attacked OOD images from the 1000 in-distribution images: AUROC 0.643 / 0.633 / 0.500 (ResNet-18, x-ray /
 #   CT / noise) and 0.638 / 0.651 / 0.500 (DenseNet-121).
 #
-# This page runs the same pipeline with the authors' attack routine (`oodlib.attack.ood_attack` defaults,
-# {doc}`Section 2.1 <section2_1_algorithm>`).
+# A claim of the second kind means something only when the clean detector catches the unattacked start images;
+# the book judges every such claim by one rule ({doc}`the scorecard <reproduction_scorecard>`): *reproduced* when
+# the clean AUROC on the same starts is at least 0.8, the attacked AUROC is within 0.1 of the paper's value and
+# the attacked images are still out-of-distribution. Table 1 is run with the authors' attack routine
+# (`routine="authors"`, {doc}`Section 2.1 <section2_1_algorithm>`), as the paper's experiment; the MAPE claim,
+# which is about what the attack *can* reach, is judged on the library's fast routine (`routine="fast"`) and shown
+# beside the authors'.
 
 # %% tags=["parameters"]
 profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
@@ -34,102 +39,119 @@ dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
 archs: list[str] = ["small_cnn", "small_resnet"]  # one of archs and nonempty; classifiers attacked, one column each
 epochs: int = 6  # > 0; training epochs of the classifier
 recipe: str = "standard"  # one of recipes; training recipe of the classifiers
-n_samples: int = 128  # > 0; in-distribution test images attacked
-steps: int = 300  # > 0; attack iterations N
+n_samples: int = 64  # > 0; in-distribution test images attacked (Table 1)
+steps: int = 300  # > 0; attack iterations N of the authors' routine
 medical_start: str = "ct"  # one of start images; medical start image
-eps_medical: list[float] = [5.0, 10.0]  # > 0 and length of archs; ε from the medical start, per architecture
-eps_noise: list[float] = [10.0, 20.0]  # > 0 and length of archs; ε from the noise start, per architecture
+standin_start: str = "checker2"  # one of start images; start image of the paper's noise column (one MSP catches)
+eps_large_medical: float = 5.0  # > 0; ε of the larger-budget ablation from the medical start (first encoder)
+eps_large_noise: float = 10.0  # > 0; ε of the larger-budget ablation of the noise column (first encoder)
+mape_start: str = "noise_mean_matched"  # one of start images; start image of the MAPE claim's fast-routine runs
+n_mape: int = 32  # > 0; pairs attacked with the fast routine (the MAPE claim)
+steps_fast: int = 1000  # > 0; iterations N of the fast routine
 n_natural: int = 200  # > 0; natural OOD images compared
+n_reference: int = 500  # > 0; ID training and held-out test images of the check that attacked images stay OOD
 n_examples: int = 3  # > 0; examples shown in the figures
 
 # %%
 import torch
 
-from oodlib import data, experiments, metrics, plots
+from oodlib import data, experiments, plots
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section3_1_imagenet", globals())  # the declared parameters, checked as the runner does
 PAPER_NAMES, PAPER_ARCHS, PAPER_DATASET = ["ResNet-18", "DenseNet-121"], ["resnet18", "densenet121"], "imagenet_val"
-PAPER_LATENT, PAPER_FIGURES = [512, 1024], [3, 4]
+PAPER_FIGURES = [3, 4]
 PAPER_TABLE_1 = [{start: paper_value("section3_1", f"table1_{a}_{start}") for start in ("xray", "ct", "noise")}
                  for a in PAPER_ARCHS]
 PAPER_EPS = [{"medical": paper_value("section3_1", "eps_medical"), "noise": paper_value("section3_1", f"eps_noise_{a}")}
              for a in PAPER_ARCHS]
-if not len(archs) == len(eps_medical) == len(eps_noise) <= len(PAPER_NAMES):
-    raise ValueError("give one or two encoders (standing in for ResNet-18 and DenseNet-121) with one ε each")
+if not 1 <= len(archs) <= len(PAPER_NAMES):
+    raise ValueError("give one or two encoders (standing in for ResNet-18 and DenseNet-121)")
 
 torch.manual_seed(seed)
 specs = {arch: ModelSpec.make(arch, dataset, epochs=epochs, seed=seed, recipe=recipe) for arch in archs}
 models = {arch: get_model(spec, device=device) for arch, spec in specs.items()}
-test = data.load_dataset(dataset, "test", limit=n_samples, seed=seed)
+test, reference = experiments.id_reference(dataset, n_samples, n_reference, seed=seed)
 x_in = test.x
+id_mean = float(data.load_dataset(dataset, "train").x.mean())
 x_natural = data.natural_ood_set(n_natural, size=x_in.shape[-1], channels=x_in.shape[1], seed=seed)
 n_values = x_in[0].numel()
 labels = {arch: experiments.model_label(name, arch, dataset, paper_arch, PAPER_DATASET)
           for arch, name, paper_arch in zip(archs, PAPER_NAMES, PAPER_ARCHS)}
-medical = experiments.start_label(medical_start)
-keys = {medical_start: "medical", "noise": "noise"}  # glue-key suffix of each start image
+# the budget policy (Appendix A): the paper's root-mean-square change per value, on this image size
+eps_medical = experiments.scale_eps(PAPER_EPS[0]["medical"], n_values)
+eps_noise = [experiments.scale_eps(PAPER_EPS[i]["noise"], n_values) for i in range(len(archs))]
+medical, standin, mape_label = (experiments.start_label(s) for s in (medical_start, standin_start, mape_start))
+names = {"medical": f"{medical} start", "standin": f"{standin} start (noise column)",
+         "noise": "uniform noise start (comparison)"}
 results = Results()
 for i, arch in enumerate(archs):
     glue_value(f"accuracy_{i}", model_info(specs[arch])["test_accuracy"])
-    glue_value(f"latent_{i}", models[arch].latent_dim)
-    glue_value(f"values_per_latent_{i}", n_values / models[arch].latent_dim)
-    glue_value(f"values_per_latent_paper_{i}", experiments.PAPER_IMAGE_VALUES / PAPER_LATENT[i])
-    glue_value(f"rms_medical_{i}", experiments.rms_per_value(eps_medical[i], n_values))
+    glue_value(f"eps_noise_{i}", eps_noise[i])
     glue_value(f"rms_noise_{i}", experiments.rms_per_value(eps_noise[i], n_values))
-    glue_value(f"rms_paper_noise_{i}", experiments.rms_per_value(PAPER_EPS[i]["noise"],
-                                                                 experiments.PAPER_IMAGE_VALUES))
-glue_values(rms_paper_medical=experiments.rms_per_value(PAPER_EPS[0]["medical"], experiments.PAPER_IMAGE_VALUES),
-            rms_cifar=experiments.rms_per_value(paper_value("appendices", "eps_cifar"), 3 * 32 * 32),
-            n_samples=len(x_in), steps=steps)
+glue_values(eps_medical=eps_medical, rms_medical=experiments.rms_per_value(eps_medical, n_values),
+            eps_large_medical=eps_large_medical, eps_large_noise=eps_large_noise,
+            rms_large_medical=experiments.rms_per_value(eps_large_medical, n_values),
+            rms_large_noise=experiments.rms_per_value(eps_large_noise, n_values),
+            n_samples=len(x_in), steps=steps, steps_fast=steps_fast, n_mape=n_mape, n_values=n_values,
+            medical=medical, standin=standin, mape_label=mape_label)
 profile_banner(profile, {"dataset": dataset, "archs": archs, "recipe": recipe, "n_samples": n_samples,
-                         "steps": steps, "medical_start": medical_start, "eps_medical": eps_medical,
-                         "eps_noise": eps_noise, "n_natural": n_natural},
+                         "steps": steps, "medical_start": medical_start, "standin_start": standin_start,
+                         "eps_large_medical": eps_large_medical, "eps_large_noise": eps_large_noise,
+                         "mape_start": mape_start, "n_mape": n_mape, "steps_fast": steps_fast,
+                         "n_natural": n_natural, "n_reference": n_reference},
                departures=f"The paper attacks ImageNet-pretrained ResNet-18 and DenseNet-121 on 1000 ImageNet "
                           f"validation images (224×224×3) with N = 10⁴. Here {' and '.join(archs)} "
                           f"({recipe} recipe, {dataset}) stand in for them, with {len(x_in)} test images of "
                           f"{x_in.shape[-1]}×{x_in.shape[-2]}×{x_in.shape[1]} values and N = {steps}. The chest "
                           f"x-ray start image is not reproduced: no offline package ships a chest radiograph; the "
-                          f"{medical} slice bundled with pydicom is the medical start. ε is chosen for the image "
-                          f"size (see below), not copied from the paper.")
+                          f"{medical} slice bundled with pydicom is the medical start. The noise column is judged "
+                          f"on the {standin} start; uniform noise is a comparison row (see the last section).")
 
 # %% [markdown]
-# ## Budgets
+# ## Budgets and start images
 #
-# The paper's budgets are small per pixel: ε = 5 on 224×224×3 values is a root-mean-square change of
-# {glue:text}`rms_paper_medical:.3f` per value. A 224×224×3 image gives ResNet-18
-# {glue:text}`values_per_latent_paper_0:.0f` input values per latent dimension (DenseNet-121:
-# {glue:text}`values_per_latent_paper_1:.0f`); the first encoder here has only {glue:text}`values_per_latent_0:.1f`
-# and the second {glue:text}`values_per_latent_1:.1f`. With so few free directions the attack needs a much larger
-# step away from the start image, and at the paper's per-pixel budget it does not match the codes at all
-# ({doc}`Section 2.1 <section2_1_algorithm>`, MAPE against ε). The default profile therefore gives the medical start
-# the
-# per-pixel budget of the paper's CIFAR-10 appendices ({glue:text}`rms_cifar:.2f` per value, ε = 5 on 28×28) and
-# noise twice that (the paper gives noise 4–6 times the medical budget). The second encoder (the small ResNet)
-# stayed far from the codes at those budgets while this chapter was prepared, so it gets twice both — as the
-# paper raised the noise budget for DenseNet-121 (ε = 30 against 20 for ResNet-18). This page was built with
-# RMS changes per value of {glue:text}`rms_medical_0:.3f` and {glue:text}`rms_noise_0:.3f` for the first encoder
-# and {glue:text}`rms_medical_1:.3f` and {glue:text}`rms_noise_1:.3f` for the second (paper:
-# {glue:text}`rms_paper_medical:.3f`, and {glue:text}`rms_paper_noise_0:.3f` / {glue:text}`rms_paper_noise_1:.3f`
-# for noise). To see the second encoder at the first one's budgets, run the chapter with
-# `-p eps_medical "[5, 5]" -p eps_noise "[10, 10]"`.
+# One budget policy for the whole book (Appendix A): ε gives the same root-mean-square change per input value as
+# the paper's ε on 224×224×3 values. For {glue:text}`n_values` values that is ε = {glue:text}`eps_medical:.3f`
+# from the medical start (RMS {glue:text}`rms_medical:.4f` per value, as the paper's ε = 5) and
+# ε = {glue:text}`eps_noise_0:.3f` for the noise column of the first encoder (RMS {glue:text}`rms_noise_0:.4f`,
+# as the paper's ε = 20). A larger budget, ε = {glue:text}`eps_large_medical:g` (medical) and
+# {glue:text}`eps_large_noise:g` (noise column) — RMS {glue:text}`rms_large_medical:.3f` and
+# {glue:text}`rms_large_noise:.3f` per value — appears only as a labelled ablation on the first encoder.
+#
+# The start images: the {glue:text}`medical` slice (the paper's CT start); for the paper's noise column the
+# {glue:text}`standin` start, an obviously synthetic image; and uniform noise as a comparison row without a
+# verdict (the last section measures how the clean MSP detector sees it). Their clean AUROCs are in Table 1.
 
 # %%
-runs = {arch: experiments.attack_from_starts(models[arch], x_in, [medical_start, "noise"], [e_med, e_noise],
-                                             steps=steps, seed=seed)
-        for arch, e_med, e_noise in zip(archs, eps_medical, eps_noise)}
-tables = {arch: experiments.msp_table(models[arch], x_in, runs[arch], x_natural) for arch in archs}
+configs = {arch: {names["medical"]: (medical_start, eps_medical), names["standin"]: (standin_start, eps_noise[i]),
+                  names["noise"]: ("noise", eps_noise[i])} for i, arch in enumerate(archs)}
+runs = {arch: experiments.attack_configs_explicit(models[arch], x_in, configs[arch], steps=steps, routine="authors",
+                                                  seed=seed)
+        for arch in archs}
+evidence = {arch: experiments.msp_evidence(models[arch], x_in, runs[arch], x_natural=x_natural, reference=reference)
+            for arch in archs}
+ablation_configs = {f"{names['medical']}, ε = {eps_large_medical:g} (budget ablation)": (medical_start,
+                                                                                         eps_large_medical),
+                    f"{names['standin']}, ε = {eps_large_noise:g} (budget ablation)": (standin_start,
+                                                                                       eps_large_noise)}
+ablation = experiments.attack_configs_explicit(models[archs[0]], x_in, ablation_configs, steps=steps,
+                                               routine="authors", seed=seed)
+ablation_evidence = experiments.msp_evidence(models[archs[0]], x_in, ablation, x_natural=x_natural,
+                                             reference=reference)
 examples = experiments.example_indices(test.y, n_examples)
-for start in (medical_start, "noise"):
-    fig = plots.attack_panel(**experiments.panel_inputs(x_in, runs[archs[0]][start], examples), n=n_examples,
+for key in ("medical", "standin"):
+    run = runs[archs[0]][names[key]]
+    fig = plots.attack_panel(**experiments.panel_inputs(x_in, run, examples), n=n_examples,
                              titles=["in-distribution $x_{in}$", f"start $x'_{{out}}$ "
-                                     f"({experiments.start_label(start)})", "attacked $x_{out}$"])
-    glue_figure(f"fig_examples_{keys[start]}", fig)
-    grid = experiments.image_rows(x_in, {arch: runs[arch][start] for arch in archs},
-                                  experiments.example_indices(test.y, 10))
-    glue_figure(f"fig_images_{keys[start]}", plots.image_grid(grid, n=10))
+                                     f"({experiments.start_label(run.start)})", "attacked $x_{out}$"])
+    glue_figure(f"fig_examples_{key}", fig)
+grid = experiments.image_rows(x_in, {f"{arch}\n{key}": runs[arch][names[key]] for arch in archs
+                                     for key in ("medical", "standin")}, experiments.example_indices(test.y, 10),
+                              shared_start=False)
+glue_figure("fig_images", plots.image_grid(grid, n=10))
 
 # %% [markdown]
 # ## Figure 2: examples
@@ -137,64 +159,143 @@ for start in (medical_start, "noise"):
 # ```{glue:figure} fig_examples_medical
 # :name: fig-s31-examples-medical
 #
-# As in the paper's Figure 2, medical-start column, for the first encoder: in-distribution images with their codes
-# $z_{in}$ (blue), the medical start image with its code (red circles) and the attacked images with theirs. MAPE
-# in each scatter.
+# As in the paper's Figure 2, medical-start column, for the first encoder (authors' routine, policy budget):
+# in-distribution images with their codes $z_{in}$ (blue), the medical start image with its code (red circles) and
+# the attacked images with theirs. MAPE in each scatter.
 # ```
 #
-# ```{glue:figure} fig_examples_noise
-# :name: fig-s31-examples-noise
+# ```{glue:figure} fig_examples_standin
+# :name: fig-s31-examples-standin
 #
-# As in the paper's Figure 2, random-noise column: the same in-distribution images, per-sample noise start images and
-# the attacked noise images.
+# As {numref}`fig-s31-examples-medical` for the start image of the noise column.
 # ```
 #
-# Are the attacked images still out-of-distribution? The paper's Appendix A says of its noise runs "We inspected
-# the OOD images from random noise: they are not recognizable to human vision". At this image size the per-pixel
-# budget is large, so judge for yourself: {numref}`fig-s31-images-medical` and {numref}`fig-s31-images-noise` show
-# ten in-distribution images (one per class where possible), their start images and the attacked images of both
-# encoders.
+# ```{glue:figure} fig_images
+# :name: fig-s31-images
 #
-# ```{glue:figure} fig_images_medical
-# :name: fig-s31-images-medical
-#
-# Top row: in-distribution images; second row: the medical start image; then the attacked images made from it for
-# each encoder (row label), each paired with the in-distribution image above it.
+# Top row: ten in-distribution images (one per class where possible); then, per encoder and start image, the start
+# images and the attacked images paired with the in-distribution image above them.
 # ```
 #
-# ```{glue:figure} fig_images_noise
-# :name: fig-s31-images-noise
-#
-# As {numref}`fig-s31-images-medical` for the noise start: every pair has its own noise image.
-# ```
-#
-# ## Figures 3–4: MAPE histograms
+# ## Table 1: the MSP detector before and after the attack
 
 # %%
+table_rows, verdict_rows = [], {}
 for i, arch in enumerate(archs):
-    glue_figure(f"fig_mape_{i}", plots.mape_histogram(experiments.mape_panels(runs[arch]), title=labels[arch]))
-    experiments.add_mape_rows(results, f"Figure {PAPER_FIGURES[i]}: {labels[arch]}",
-                              {experiments.start_label(s): r for s, r in runs[arch].items()},
-                              note="paper: \"most of the MAPE values are less than 0.1%\" (no number given)")
-    results.add(f"Figure {PAPER_FIGURES[i]}: {labels[arch]}, chest x-ray start", "fraction of MAPE < 0.1%", None,
-                note="not reproduced: no chest x-ray image is available offline")
-    for start, run in runs[arch].items():
-        glue_value(f"median_{keys[start]}_{i}", run.mape.median())
-        glue_value(f"below01_{keys[start]}_{i}", run.fraction_below)
-        glue_value(f"below1_{keys[start]}_{i}", metrics.mape_fraction_below(run.mape, 1e-2))
-mape_rows = [[labels[arch], *row] for arch in archs for row in experiments.mape_summary(runs[arch])]
-markdown_table(["encoder", *experiments.MAPE_SUMMARY_HEADER], mape_rows,
-               caption=f"MAPE of the attacked images per encoder and start image ({len(x_in)} pairs each, "
-                       f"N = {steps}, authors' routine; profile {profile}). The paper reports histograms with "
-                       f"\"most\" values below 0.1%.", name="tbl-s31-mape", digits=4)
+    paper = {names["medical"]: PAPER_TABLE_1[i].get(medical_start), names["standin"]: PAPER_TABLE_1[i]["noise"]}
+    results.add(f"Table 1: {labels[arch]}, chest x-ray start", "MSP AUROC under attack", None,
+                paper=PAPER_TABLE_1[i]["xray"], note="not reproduced: no chest x-ray image is available offline")
+    rows = experiments.add_evidence_rows(
+        results, f"Table 1: {labels[arch]}", evidence[arch], paper,
+        notes={names["standin"]: "stands in for the paper's noise start (MSP does not catch uniform noise here)",
+               names["noise"]: "comparison: the clean MSP detector does not catch this start"})
+    table_rows += [[labels[arch], *row] for row in experiments.evidence_rows(runs[arch], evidence[arch], rows)]
+    for key in ("medical", "standin", "noise"):
+        ev, row = evidence[arch][names[key]], rows[names[key]]
+        glue_values(**{f"clean_{key}_{i}": ev.clean, f"attacked_{key}_{i}": ev.attacked,
+                       f"verdict_{key}_{i}": row.verdict or "no verdict (comparison)"})
+    glue_value(f"clean_natural_{i}", evidence[arch][names["medical"]].clean_natural)
+ablation_rows = experiments.add_evidence_rows(
+    results, f"Table 1: {labels[archs[0]]}", ablation_evidence, {},
+    notes={name: "ablation: the same run with a larger budget (no verdict)" for name in ablation_configs})
+table_rows += [[labels[archs[0]], *row]
+               for row in experiments.evidence_rows(ablation, ablation_evidence, ablation_rows)]
+for name, key in zip(ablation_configs, ("medical", "standin")):
+    glue_values(**{f"ablation_attacked_{key}": ablation_evidence[name].attacked,
+                   f"ablation_mape_{key}": ablation[name].mape.median(),
+                   f"policy_mape_{key}": runs[archs[0]][names[key]].mape.median()})
+markdown_table(["encoder", *experiments.EVIDENCE_HEADER], table_rows,
+               caption=f"Table 1: MSP AUROC (in-distribution positive, MSP as in-score) between the {len(x_in)} "
+                       f"in-distribution test images and the {len(x_in)} images of each start, before the attack "
+                       f"(clean, starts), against {n_natural} natural-image crops (clean, natural OOD) and after "
+                       f"the attack (authors' routine, N = {steps}); 'ID-like' is the fraction of attacked images "
+                       f"as close to the training set as typical held-out test images. The verdict follows the "
+                       f"book's rule. Profile {profile}.", name="tbl-s31-table1", digits=3)
 
 # %% [markdown]
+# The attack matches $z$, and the MSP is a function of $z$ (softmax of a linear map of it), so a matched code gives
+# a matched score and an AUROC near 0.5 — what the paper finds for noise (0.500) and nearly for x-ray and CT
+# (0.63–0.65). At the policy budget the first encoder gives: {glue:text}`medical` start, clean
+# {glue:text}`clean_medical_0:.3f` → attacked {glue:text}`attacked_medical_0:.3f` (paper 0.633), verdict
+# **{glue:text}`verdict_medical_0`**; {glue:text}`standin` start (noise column), clean
+# {glue:text}`clean_standin_0:.3f` → attacked {glue:text}`attacked_standin_0:.3f` (paper 0.500), verdict
+# **{glue:text}`verdict_standin_0`**. The clean detector's AUROC against natural-image crops is
+# {glue:text}`clean_natural_0:.3f`. {numref}`tbl-s31-table1` has the second encoder and the reasons.
+#
+# **The budget, measured.** The same runs with a larger budget (first encoder): the median MAPE goes from
+# {glue:text}`policy_mape_medical:.2e` to {glue:text}`ablation_mape_medical:.2e` ({glue:text}`medical` start) and
+# from {glue:text}`policy_mape_standin:.2e` to {glue:text}`ablation_mape_standin:.2e` ({glue:text}`standin`
+# start), and the attacked AUROC is then {glue:text}`ablation_attacked_medical:.3f` and
+# {glue:text}`ablation_attacked_standin:.3f`. These rows are ablations and carry no verdict.
+#
+# ## Figures 3–4: the MAPE claim
+#
+# Two routines on the same pairs: the authors' (N = {glue:text}`steps`, the routine of Table 1) and the library's
+# fast routine (cosine-decayed step, per-sample early stop) with N = {glue:text}`steps_fast`, from the
+# {glue:text}`mape_label` start (uniform noise with the in-distribution mean grey level) on the first
+# {glue:text}`n_mape` pairs. The claim is about what the attack can reach, so the fast routine's row carries the
+# verdict. The same run with one factor changed shows what each difference from the paper costs: the budget
+# (policy against the larger ε), the iterations (N = {glue:text}`steps` against {glue:text}`steps_fast`) and the
+# step schedule (authors' against fast at equal N).
+
+# %%
+x_mape = x_in[:n_mape]
+x_mape_start = experiments.start_images(mape_start, len(x_mape), x_mape, seed=seed, id_mean=id_mean)
+mape_runs, mape_rows = {}, []
+for i, arch in enumerate(archs):
+    variants = {"fast, policy ε (verdict)": {"routine": "fast", "eps": eps_noise[i], "steps": steps_fast}}
+    if i == 0:
+        variants.update({
+            "authors, policy ε": {"routine": "authors", "eps": eps_noise[i], "steps": steps},
+            "authors, larger ε (budget ablation)": {"routine": "authors", "eps": eps_large_noise, "steps": steps},
+            "fast, larger ε, short (routine ablation)": {"routine": "fast", "eps": eps_large_noise, "steps": steps},
+            "fast, larger ε (iterations ablation)": {"routine": "fast", "eps": eps_large_noise,
+                                                     "steps": steps_fast}})
+    mape_runs[arch] = experiments.compare_variants(models[arch].features, x_mape, x_mape_start, variants, seed=seed)
+    mape_rows += [[labels[arch], *row] for row in experiments.mape_variant_rows(mape_runs[arch])]
+    claim = results.add_mape_claim(f"Figure {PAPER_FIGURES[i]}: {labels[arch]}, {mape_label} start, fast routine",
+                                   mape_runs[arch][next(iter(variants))].mape,
+                                   note=f"ε = {eps_noise[i]:.3g} (policy), N = {steps_fast}, {len(x_mape)} pairs")
+    glue_values(**{f"mape_verdict_{i}": claim.verdict, f"mape_fraction_{i}": claim.measured})
+    for name, run in runs[arch].items():
+        experiments.add_mape_rows(results, f"Figure {PAPER_FIGURES[i]}: {labels[arch]}, authors' routine",
+                                  {name: run}, note=f"ε = {run.eps:.3g}, N = {steps}: shown beside the fast "
+                                                    "routine's row, which carries the verdict")
+    glue_figure(f"fig_mape_{i}", plots.mape_histogram(experiments.mape_panels(runs[arch]), title=labels[arch]))
+first = [float(r.mape.median()) for r in mape_runs[archs[0]].values()]
+glue_values(mape_fast_policy=first[0], mape_authors_policy=first[1], mape_authors_large=first[2],
+            mape_fast_large_short=first[3], mape_fast_large=first[4])
+for name, r in mape_runs[archs[0]].items():
+    results.add(f"Section 3.1: {labels[archs[0]]}, {mape_label} start, {name}", "median MAPE", r.mape.median(),
+                note="ablation of the MAPE claim (budget, iterations, routine)")
+markdown_table(["encoder", *experiments.MAPE_VARIANT_HEADER], mape_rows,
+               caption=f"MAPE of the attacked images from the {mape_label} start, per encoder, routine, ε and N "
+                       f"({len(x_mape)} pairs; the first row of each encoder carries the verdict; profile "
+                       f"{profile}). The paper reports histograms with \"most\" values below 0.1%.",
+               name="tbl-s31-mape", digits=4)
+
+# %% [markdown]
+# **Measured against the claim.** With the fast routine at the policy budget, the fraction of pairs below 0.1% is
+# {glue:text}`mape_fraction_0:.2f` for the first encoder: **{glue:text}`mape_verdict_0`**. The ablations on the
+# first encoder ({numref}`tbl-s31-mape`), median MAPE:
+#
+# - *budget*: at N = {glue:text}`steps` with the authors' routine, {glue:text}`mape_authors_policy:.2e` at the
+#   policy budget against {glue:text}`mape_authors_large:.2e` at ε = {glue:text}`eps_large_noise:g`;
+# - *step schedule*: at ε = {glue:text}`eps_large_noise:g` and N = {glue:text}`steps`, the authors' routine
+#   {glue:text}`mape_authors_large:.2e` against the fast routine {glue:text}`mape_fast_large_short:.2e`;
+# - *iterations*: the fast routine at ε = {glue:text}`eps_large_noise:g`, {glue:text}`mape_fast_large_short:.2e`
+#   after N = {glue:text}`steps` against {glue:text}`mape_fast_large:.2e` after N = {glue:text}`steps_fast`
+#   (the paper uses N = 10⁴).
+#
+# These three factors are the only reasons this page gives for a difference from the paper's histograms, each
+# with its run above.
+#
 # ```{glue:figure} fig_mape_0
 # :name: fig-s31-mape-0
 #
-# As in the paper's Figure 3: MAPE histograms of the first encoder, one panel per start image (the paper's left panel,
-# chest x-ray, is not reproduced). The dashed line is the paper's 0.1% threshold; the label gives the fraction of
-# samples below it.
+# As in the paper's Figure 3: MAPE histograms of the first encoder for the Table 1 runs (authors' routine, policy
+# budget), one panel per start image (the paper's chest x-ray panel is not reproduced). The dashed line is the
+# paper's 0.1% threshold; the label gives the fraction of samples below it.
 # ```
 #
 # ```{glue:figure} fig_mape_1
@@ -203,65 +304,44 @@ markdown_table(["encoder", *experiments.MAPE_SUMMARY_HEADER], mape_rows,
 # As in the paper's Figure 4: the same for the second encoder.
 # ```
 #
-# **Measured against the claim.** For the first encoder the median MAPE is {glue:text}`median_medical_0:.2e`
-# (medical start) and {glue:text}`median_noise_0:.2e` (noise); the fractions below the paper's 0.1% are
-# {glue:text}`below01_medical_0:.2f` and {glue:text}`below01_noise_0:.2f`, and below 1% they are
-# {glue:text}`below1_medical_0:.2f` and {glue:text}`below1_noise_0:.2f`. For the second encoder: medians
-# {glue:text}`median_medical_1:.2e` and {glue:text}`median_noise_1:.2e`, below 0.1%
-# {glue:text}`below01_medical_1:.2f` and {glue:text}`below01_noise_1:.2f`, below 1%
-# {glue:text}`below1_medical_1:.2f` and {glue:text}`below1_noise_1:.2f`.
+# ## Uniform noise and the clean MSP detector
 #
-# In the default profile the codes are matched to about 1% of their largest entry, not to the paper's 0.1%: the
-# histograms sit an order of magnitude to the right of the paper's. Three reasons, all of scale rather than of the
-# method. (i) Free dimensions: the attack has to satisfy one equation per latent dimension with the input values
-# inside the ε-ball, and a small image offers an order of magnitude fewer input values per latent dimension than
-# a 224×224×3 one does to ResNet-18 or DenseNet-121 (numbers above).
-# (ii) Iterations: N = {glue:text}`steps` here against 10⁴. (iii) The authors' routine keeps a constant per-pixel
-# step (Adamax, α = ε/100), so the iterate jitters around a plateau whose height is set by the step, not by the
-# budget ({doc}`Section 2.1 <section2_1_algorithm>` shows the plateau and that a decaying step lowers it). The
-# paper-profile run
-# (ImageNet, N = 10⁴, `notebooks/params/paper.yml`) is the one that can confirm or refute the 0.1% claim.
-#
-# ## Table 1: the MSP detector before and after the attack
+# Classifiers can give high-confidence predictions on unrecognisable images {cite:p}`nguyen2015fooled`, and a
+# softmax-confidence detector then scores such images as in-distribution. The measurement below asks whether that
+# happens here, on the first encoder and clean images only: uniform noise (mean grey level about 0.5, where the
+# digits have {glue:text}`id_mean:.2f`), noise rescaled to the digits' mean grey level, and a photograph. This is
+# a finding about these classifiers, not a reproduction; it is why the noise column of Table 1 is judged on
+# another start.
 
 # %%
-auroc_rows = [[labels[arch], *row] for i, arch in enumerate(archs)
-              for row in experiments.auroc_rows(tables[arch], PAPER_TABLE_1[i])]
-for i, arch in enumerate(archs):
-    experiments.add_auroc_rows(results, f"Table 1: {labels[arch]}", tables[arch], PAPER_TABLE_1[i],
-                               note="AUROC with ID positive on the MSP in-score",
-                               missing_note="not reproduced: no chest x-ray image is available offline")
-    glue_value(f"auroc_clean_natural_{i}", tables[arch]["natural images"]["clean"])
-    for start, key in keys.items():
-        glue_value(f"auroc_clean_{key}_{i}", tables[arch][start]["clean"])
-        glue_value(f"auroc_attacked_{key}_{i}", tables[arch][start]["attacked"])
-markdown_table(["encoder", *experiments.AUROC_HEADER], auroc_rows,
-               caption=f"Table 1: AUROC of the MSP detector (in-distribution positive, MSP as in-score) between the "
-                       f"{len(x_in)} in-distribution test images and the {len(x_in)} OOD images of each start "
-                       f"image, before (clean) and after the attack; the natural-image OOD set ({n_natural} crops "
-                       f"of scikit-image photographs and textures) is never attacked. Profile {profile}.",
-               name="tbl-s31-table1", digits=3)
+noise_study = experiments.clean_msp_study(models[archs[0]], x_in, {
+    "uniform noise": experiments.start_images("noise", len(x_in), x_in, seed=seed),
+    "mean-matched noise": experiments.start_images("noise_mean_matched", len(x_in), x_in, seed=seed,
+                                                   id_mean=id_mean),
+    "camera photo": experiments.start_images("camera", len(x_in), x_in, seed=seed),
+    "natural-image crops": x_natural})
+for name, values in noise_study.items():
+    if name != "ID":
+        results.add(f"Section 3.1 (uniform noise): {labels[archs[0]]}, {name}", "MSP AUROC (clean)",
+                    values["clean AUROC"], note="no attack; not a reproduction")
+glue_values(id_mean=id_mean, noise_clean=noise_study["uniform noise"]["clean AUROC"],
+            matched_clean=noise_study["mean-matched noise"]["clean AUROC"],
+            photo_clean=noise_study["camera photo"]["clean AUROC"],
+            noise_msp=noise_study["uniform noise"]["mean MSP"], id_msp=noise_study["ID"]["mean MSP"],
+            noise_direction="more" if noise_study["uniform noise"]["mean MSP"] > noise_study["ID"]["mean MSP"]
+            else "less")
+markdown_table(["images", "mean pixel value", "mean MSP", "MSP AUROC, clean"],
+               [[name, *values.values()] for name, values in noise_study.items()],
+               caption=f"The clean MSP detector of the first encoder on {len(x_in)} in-distribution images and on "
+                       f"unattacked OOD images (profile {profile}).", name="tbl-s31-noise", digits=3)
 
 # %% [markdown]
-# The paper reports only the attacked column. The attack matches $z$, and the MSP is a function of $z$
-# (softmax of a linear map of it), so a matched code gives a matched score and an AUROC of 0.5 — which is what the
-# paper finds for noise (0.500) and nearly for x-ray and CT (0.63–0.65; presumably the small ε = 5 budget left
-# some of those pairs less well matched). Here the attacked AUROCs are
-# {glue:text}`auroc_attacked_medical_0:.3f` (medical) and {glue:text}`auroc_attacked_noise_0:.3f` (noise) for the
-# first encoder and
-# {glue:text}`auroc_attacked_medical_1:.3f` and {glue:text}`auroc_attacked_noise_1:.3f` for the second.
-#
-# The clean column needs a warning the paper does not give. Before any attack the MSP separates the
-# in-distribution images from the natural-image OOD set with AUROC {glue:text}`auroc_clean_natural_0:.3f` (first
-# encoder) and {glue:text}`auroc_clean_natural_1:.3f` (second), but from the medical start image with
-# {glue:text}`auroc_clean_medical_0:.3f` and {glue:text}`auroc_clean_medical_1:.3f` and from noise with
-# {glue:text}`auroc_clean_noise_0:.3f` and {glue:text}`auroc_clean_noise_1:.3f`. An AUROC far below 0.5 means the
-# small classifiers are *more* confident on these start images than on their own test digits: the MSP detector
-# fails on far-from-data inputs without any attack, a known weakness of softmax confidence. Where the clean AUROC
-# is below 0.5, the attack moves it *up* towards 0.5 — it makes the OOD images as confident as the
-# in-distribution ones, neither more nor less. The statement that survives at this scale is therefore the
-# paper's central one: after the attack the detector's score distribution on OOD images approaches that of the
-# in-distribution images, whatever it was before, as closely as the codes are matched.
+# The mean MSP on uniform noise is {glue:text}`noise_msp:.3f` against {glue:text}`id_msp:.3f` on the digits: the
+# classifier is {glue:text}`noise_direction` confident on uniform noise than on its own test images, and the clean
+# AUROC against uniform noise is {glue:text}`noise_clean:.3f`; against mean-matched noise it is
+# {glue:text}`matched_clean:.3f` and against the photograph {glue:text}`photo_clean:.3f`
+# ({numref}`tbl-s31-noise`). Where the clean AUROC is below 0.5, an AUROC under attack near 0.5 is a rise from the
+# clean value, not the collapse of a working detector.
 
 # %%
 results.save()

@@ -21,7 +21,7 @@ from . import _checks, data, metrics, verdicts
 from .attack import AttackResult, ood_attack
 from .detectors import Detector, make_detector
 from .models import Classifier
-from .report import Results
+from .report import Results, Row
 from .store import ModelSpec, get_model, model_info, training_data
 from .utils import batched, eval_mode, module_device
 
@@ -451,3 +451,128 @@ def detector_attack_row(run: DetectorAttack) -> list[float]:
     summary = run.summary
     return [run.auroc_start, summary["auroc"], summary["aupr_in"], summary["aupr_out"], summary["fpr95_A"],
             run.median_mape]
+
+
+# --- sec31
+# Section 3.1 under the issue-14 rule: Table 1 judged on start images the clean MSP detector catches, the MAPE claim
+# with the authors' routine beside the library's fast one, and the uniform-noise finding measured.
+
+
+def id_reference(dataset: str, n_targets: int, n_reference: int, *, seed: int = 0
+                 ) -> tuple[data.ImageSet, tuple[Tensor, Tensor]]:
+    """The attack targets and the reference of :func:`oodlib.verdicts.ood_check` for one dataset.
+
+    Returns ``(targets, (x_train, x_held_out))``: ``targets`` is the same test subset as
+    ``data.load_dataset(dataset, "test", limit=n_targets, seed=seed)``; ``x_train`` (R, C, H, W) holds
+    ``n_reference`` training images and ``x_held_out`` up to ``n_reference`` test images that are *not* targets
+    (their nearest-training-image distances set the in-distribution range). Raises ``ValueError`` for a
+    non-positive ``n_targets`` or ``n_reference``, or when no test image is left over for the held-out set."""
+    n_targets = _checks.integer(n_targets, "n_targets", minimum=1)
+    n_reference = _checks.integer(n_reference, "n_reference", minimum=1)
+    test = data.load_dataset(dataset, "test", seed=seed)
+    chosen = torch.zeros(len(test), dtype=torch.bool)
+    chosen[torch.from_numpy(data._choose(len(test), n_targets, seed))] = True
+    rest = torch.nonzero(~chosen).flatten()
+    if rest.numel() == 0:
+        raise ValueError(f"all {len(test)} test images of {dataset!r} are targets: none is left for the reference")
+    held_out = test.x[rest[torch.from_numpy(data._choose(len(rest), n_reference, seed + 1))]]
+    train = data.load_dataset(dataset, "train", limit=n_reference, seed=seed)
+    targets = data.ImageSet(test.x[chosen], test.y[chosen], test.classes, test.name)
+    return targets, (train.x, held_out)
+
+
+def start_images(start: str, n: int, like: Tensor, *, seed: int = 0, id_mean: float | None = None) -> Tensor:
+    """``n`` start images of :func:`oodlib.data.start_batch` shaped like the images ``like`` (N, C, H, W); the
+    ID mean grey level ``id_mean`` is passed only to the ``"noise_mean_matched"`` start, which needs it."""
+    mean = id_mean if start == "noise_mean_matched" else None
+    return data.start_batch(start, n, size=like.shape[-1], channels=like.shape[1], seed=seed, id_mean=mean)
+
+
+def attack_configs_explicit(model: Classifier, x_in: Tensor, configs: dict[str, tuple[str, float]], *, steps: int,
+                            routine: str, seed: int = 0, id_mean: float | None = None) -> dict[str, StartRun]:
+    """:func:`attack_configs` with the routine named by the caller (the issue's routine policy) and the
+    ``"noise_mean_matched"`` start allowed (``id_mean``: the ID training images' mean pixel value). Each named
+    ``(start image, ε)`` configuration is attacked on ``model.features``, start ``i`` paired with ``x_in[i]``."""
+    _checks.nonempty(x_in, "x_in")
+    runs = {}
+    for name, (start, eps) in configs.items():
+        x_start = start_images(start, len(x_in), x_in, seed=seed, id_mean=id_mean)
+        result = ood_attack(model.features, x_in, x_start, eps=eps, steps=steps, seed=seed, routine=routine)
+        z_in, z_start, z_attacked = encode(model, x_in), encode(model, x_start), encode(model, result.x)
+        runs[name] = StartRun(start=start, eps=eps, x_start=x_start, x_attacked=result.x, z_in=z_in,
+                              z_start=z_start, z_attacked=z_attacked, mape=metrics.mape(z_attacked, z_in).float(),
+                              mape_start=metrics.mape(z_start, z_in).float(), result=result)
+    return runs
+
+
+def msp_evidence(model: Classifier, x_in: Tensor, runs: dict[str, StartRun], *, x_natural: Tensor,
+                 reference: tuple[Tensor, Tensor]) -> dict[str, AttackEvidence]:
+    """Table 1 under the issue-14 rule: per run, :func:`attack_evidence` of the MSP detector (clean AUROC on the
+    run's own start images, attacked AUROC, clean AUROC on ``x_natural``, and the ID-likeness check against
+    ``reference = (x_train, x_held_out)``)."""
+    msp = make_detector("msp", model)
+    return {name: attack_evidence(msp, x_in, run.x_start, run.x_attacked, x_natural=x_natural, reference=reference)
+            for name, run in runs.items()}
+
+
+def add_evidence_rows(results: Results, item_prefix: str, evidence: dict[str, AttackEvidence],
+                      paper: dict[str, float | None], *, metric: str = "MSP AUROC under attack",
+                      notes: dict[str, str] | None = None) -> dict[str, Row]:
+    """One :meth:`Results.add_attack` row "<prefix>, <name>" per evidence, with ``paper[name]`` (None: a
+    comparison row, no verdict) and, as ``clean_offered``, the clean AUROCs of every other run of ``evidence``
+    (the starts this chapter offers). Returns the rows by name (their ``verdict`` and ``reason`` for the glue)."""
+    notes = notes or {}
+    rows = {}
+    for name, ev in evidence.items():
+        offered = [other.clean for key, other in evidence.items() if key != name]
+        rows[name] = results.add_attack(f"{item_prefix}, {name}", **ev.as_row(), paper=paper.get(name),
+                                        clean_offered=offered, note=notes.get(name, ""), metric=metric)
+    return rows
+
+
+EVIDENCE_HEADER: list[str] = ["start image", "ε (L2)", "RMS change per value", "median MAPE", "clean (starts)",
+                              "clean (natural OOD)", "attacked", "attacked images ID-like", "paper", "verdict"]
+"""Column names of :func:`evidence_rows`."""
+
+
+def evidence_rows(runs: dict[str, StartRun], evidence: dict[str, AttackEvidence], rows: dict[str, Row]
+                  ) -> list[list]:
+    """One table row per run: its ε and RMS change per value, median MAPE, the MSP AUROCs clean on the starts,
+    clean on the natural OOD set and attacked, the fraction of attacked images that are ID-like, the paper's value
+    and the verdict ("—" where the row is a comparison or ablation)."""
+    table = []
+    for name, run in runs.items():
+        ev, row = evidence[name], rows[name]
+        id_like = "—" if ev.ood is None else f"{ev.ood.fraction_id_like:.0%}"
+        table.append([name, f"{run.eps:.3g}", rms_per_value(run.eps, run.x_start[0].numel()),
+                      float(run.mape.median()), ev.clean, ev.clean_natural, ev.attacked, id_like,
+                      "—" if row.paper is None else row.paper, row.verdict or "—"])
+    return table
+
+
+MAPE_VARIANT_HEADER: list[str] = ["run", "routine", "ε (L2)", "N", "pairs", "median MAPE", "fraction MAPE < 0.1%",
+                                  "fraction MAPE < 1%"]
+"""Column names of :func:`mape_variant_rows`."""
+
+
+def mape_variant_rows(runs: dict[str, AttackResult]) -> list[list]:
+    """One table row per named attack result (:func:`compare_variants`): its name, routine, ε and N as run, the
+    number of pairs, the median MAPE and the fractions below 0.1% (the paper's threshold) and 1%."""
+    return [[name, r.params["routine"], f"{r.params['eps']:.3g}", r.params["steps"], len(r.mape), float(r.mape.median()),
+             metrics.mape_fraction_below(r.mape, 1e-3), metrics.mape_fraction_below(r.mape, 1e-2)]
+            for name, r in runs.items()]
+
+
+@torch.no_grad()
+def clean_msp_study(model: Classifier, x_in: Tensor, batches: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    """Why the small classifiers are most confident on uniform noise (Section 3.1's uniform-noise finding): per
+    named OOD batch (N, C, H, W), its mean pixel value, its mean MSP and the MSP detector's clean AUROC
+    (ID positive) against ``x_in``; ``"ID"`` first, with the ID images' mean pixel value and mean MSP."""
+    msp = make_detector("msp", model)
+    s_in = msp.score_batched(x_in)
+    study = {"ID": {"mean pixel": float(x_in.mean()), "mean MSP": float(s_in.mean()), "clean AUROC": float("nan")}}
+    for name, x in batches.items():
+        s = msp.score_batched(x)
+        study[name] = {"mean pixel": float(x.mean()), "mean MSP": float(s.mean()),
+                       "clean AUROC": metrics.auroc(s_in, s)}
+    return study

@@ -204,3 +204,69 @@ def test_attack_evidence_gives_clean_attacked_natural_aurocs_and_the_ood_check()
     assert experiments.attack_evidence(score, x_in, x_start, x_start).ood is None
     with pytest.raises(ValueError, match="differ in shape"):
         experiments.attack_evidence(score, x_in, x_start, x_attacked[:5])
+
+
+# --- sec31: Section 3.1 under the issue-14 rule
+
+
+def test_id_reference_targets_match_load_dataset_and_the_held_out_images_are_not_targets():
+    from oodlib import data
+
+    targets, (x_train, x_held) = experiments.id_reference("digits", 20, 15, seed=2)
+    same = data.load_dataset("digits", "test", limit=20, seed=2)
+    assert torch.equal(targets.x, same.x) and torch.equal(targets.y, same.y)
+    assert x_train.shape[0] == 15 and x_held.shape[0] == 15
+    # no held-out image is one of the targets (images compared exactly)
+    assert not any(torch.equal(h, t) for h in x_held for t in targets.x)
+    with pytest.raises(ValueError, match="none is left"):
+        experiments.id_reference("digits", 10 ** 6, 5)
+
+
+def test_start_images_pass_the_id_mean_only_to_the_mean_matched_start(x_in):
+    matched = experiments.start_images("noise_mean_matched", 4, x_in, seed=0, id_mean=0.1)
+    assert matched.shape == (4, *x_in.shape[1:]) and abs(float(matched.mean()) - 0.1) < 0.05
+    ct = experiments.start_images("ct", 3, x_in, id_mean=0.1)  # ignored for a picture start
+    assert torch.equal(ct[0], ct[2])
+
+
+def test_explicit_configs_run_the_named_routine_and_the_evidence_rows_carry_verdicts(model, x_in):
+    configs = {"checker start": ("checker2", 2.0), "noise start": ("noise", 2.0)}
+    runs = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="authors", seed=0)
+    assert all(r.result.params["routine"] == "authors" for r in runs.values())
+    fast = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="fast", seed=0)
+    assert fast["noise start"].result.params["routine"] == "fast"
+    reference = (x_in.flip(0), x_in)
+    evidence = experiments.msp_evidence(model, x_in, runs, x_natural=x_in.flip(2), reference=reference)
+    assert set(evidence) == set(configs) and all(ev.ood is not None for ev in evidence.values())
+    results = Results()
+    rows = experiments.add_evidence_rows(results, "Table 1: tiny", evidence, {"checker start": 0.5},
+                                         notes={"noise start": "comparison"})
+    assert rows["checker start"].verdict is not None and rows["noise start"].verdict is None
+    assert rows["noise start"].note == "comparison" and rows["checker start"].item == "Table 1: tiny, checker start"
+    # the other start's clean AUROC is offered: a verdict "not testable" needs every start below 0.8
+    lone = experiments.add_evidence_rows(Results(), "t", {"only": evidence["checker start"]}, {"only": 0.5})
+    assert (rows["checker start"].verdict == lone["only"].verdict) == (
+        (evidence["checker start"].clean >= 0.8) or (evidence["noise start"].clean < 0.8))
+    table = experiments.evidence_rows(runs, evidence, rows)
+    assert len(table) == 2 and len(table[0]) == len(experiments.EVIDENCE_HEADER)
+    assert table[0][-1] == rows["checker start"].verdict and table[1][-1] == "—" and table[1][-2] == "—"
+
+
+def test_mape_variant_rows_read_routine_eps_and_n_from_each_run(model, x_in):
+    x_start = experiments.start_images("noise", len(x_in), x_in, seed=1)
+    runs = experiments.compare_variants(model.features, x_in, x_start,
+                                        {"a": {"routine": "authors", "eps": 1.0, "steps": 3},
+                                         "b": {"routine": "fast", "eps": 2.0, "steps": 5}}, seed=0)
+    rows = experiments.mape_variant_rows(runs)
+    assert [r[:5] for r in rows] == [["a", "authors", "1", 3, 6], ["b", "fast", "2", 5, 6]]
+    assert rows[0][5] == pytest.approx(float(runs["a"].mape.median()))
+    assert len(rows[0]) == len(experiments.MAPE_VARIANT_HEADER)
+
+
+def test_clean_msp_study_reports_mean_pixel_msp_and_auroc(model, x_in):
+    study = experiments.clean_msp_study(model, x_in, {"dark": x_in * 0.1, "same": x_in.clone()})
+    assert list(study) == ["ID", "dark", "same"]
+    assert study["dark"]["mean pixel"] == pytest.approx(0.1 * float(x_in.mean()), rel=1e-5)
+    assert study["same"]["clean AUROC"] == pytest.approx(0.5)
+    assert math.isnan(study["ID"]["clean AUROC"])
+    assert study["ID"]["mean MSP"] == pytest.approx(study["same"]["mean MSP"])

@@ -161,8 +161,8 @@ ISSUE_CASES = [
     ("beyond_leaderboard", ["-p", "rows", "[MSP, NotADetector]"],
      "'NotADetector' is not one of the leaderboard rows; valid choices: MSP, ODIN, Mahalanobis, Energy, OE, "
      "ALOE, ATOM, AOE, BAL"),
-    ("section3_1_imagenet", ["-p", "eps_medical", "[5.0]"],
-     "parameter 'eps_medical' = [5.0]: must have one value per entry of 'archs' (2: ['small_cnn', 'mlp']), got 1"),
+    ("appendix_g_confidence_calibrated", ["-p", "betas", "[0.1, 0.1]"],
+     "parameter 'betas' = [0.1, 0.1]: must have one value per entry of 'datasets' (1: ['digits']), got 2"),
     ("section2_1_algorithm", ["-p", "profile", "paper"],
      "parameter 'profile' cannot be set by -p (got 'paper'); choose the profile with --profile"),
     ("section2_1_algorithm", ["-p", "steps", "1e3", "-p", "step_size_factors", "[1e-3, x]"],

@@ -147,6 +147,25 @@ def test_attack_curves_plot_true_iteration_numbers() -> None:
         plots.attack_curves({"authors": run}, quantity="objective")
 
 
+def test_the_strided_history_plot_axis() -> None:
+    """Section 2.1's long run (issue 14, item 8): with N above 1000 the attack records every ``ceil(N / 1000)``-th
+    iteration by default, and the MAPE-vs-iteration figure must still put the curve on 0 … N, not on 0 … T."""
+    from oodlib import experiments
+    from oodlib.attack import ood_attack
+    from oodlib.models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, image_size=8, num_classes=3, width=4, latent_dim=4).eval()
+    steps = 1001  # default stride 2: 501 records
+    run = ood_attack(model.features, _images(2, 1, seed=1), _images(2, 1, seed=2), eps=1.0, steps=steps,
+                     routine="authors")
+    assert run.mape_history.shape[0] == 501
+    x = plots.attack_curves({"authors": run}).axes[0].get_lines()[0].get_xdata()
+    assert x[0] == 0 and x[-1] == steps - 1 and np.all(np.diff(x) == 2)  # true iteration numbers
+    iterations, median = experiments.median_curve(run)
+    assert list(iterations) == list(x) and median.shape == (501,)
+
+
 def test_plots_never_select_backend() -> None:
     import inspect
 

@@ -218,7 +218,7 @@ markdown_table(["encoder", *experiments.EVIDENCE_HEADER], table_rows,
 # column), clean {glue:text}`clean_standin_0:.3f` → attacked {glue:text}`attacked_standin_0:.3f` (paper
 # {glue:text}`paper_standin_0`), verdict
 # **{glue:text}`verdict_standin_0`**. The clean detector's AUROC against natural-image crops is
-# {glue:text}`clean_natural_0:.3f`. {numref}`tbl-s31-table1` has the second encoder and the reasons.
+# {glue:text}`clean_natural_0:.3f`. {numref}`tbl-s31-table1` has the second encoder.
 #
 # **The budget, measured.** The same run of the noise column with a larger budget, ε =
 # {glue:text}`eps_large_noise:g` (first encoder): the median MAPE goes from {glue:text}`policy_mape:.2e` to

@@ -458,6 +458,9 @@ def detector_attack_row(run: DetectorAttack) -> list[float]:
 # with the authors' routine beside the library's fast one, and the uniform-noise finding measured.
 
 
+START_LABELS.setdefault("noise_mean_matched", "mean-matched noise")  # display name of the issue-14 start
+
+
 def id_reference(dataset: str, n_targets: int, n_reference: int, *, seed: int = 0
                  ) -> tuple[data.ImageSet, tuple[Tensor, Tensor]]:
     """The attack targets and the reference of :func:`oodlib.verdicts.ood_check` for one dataset.
@@ -556,9 +559,11 @@ MAPE_VARIANT_HEADER: list[str] = ["run", "routine", "ε (L2)", "N", "pairs", "me
 
 
 def mape_variant_rows(runs: dict[str, AttackResult]) -> list[list]:
-    """One table row per named attack result (:func:`compare_variants`): its name, routine, ε and N as run, the
-    number of pairs, the median MAPE and the fractions below 0.1% (the paper's threshold) and 1%."""
-    return [[name, r.params["routine"], f"{r.params['eps']:.3g}", r.params["steps"], len(r.mape), float(r.mape.median()),
+    """One table row per named attack result (:func:`compare_variants`): its name, routine, ε, N and number of
+    pairs as run (as text, so that a table prints them as integers), the median MAPE and the fractions below 0.1%
+    (the paper's threshold) and 1%."""
+    return [[name, r.params["routine"], f"{r.params['eps']:.3g}", str(r.params["steps"]), str(len(r.mape)),
+             float(r.mape.median()),
              metrics.mape_fraction_below(r.mape, 1e-3), metrics.mape_fraction_below(r.mape, 1e-2)]
             for name, r in runs.items()]
 

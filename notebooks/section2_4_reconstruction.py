@@ -98,9 +98,9 @@ markdown_table(["OOD set", "images", "AUROC", "FPR@95TPR"], clean_rows,
 # %%
 glue_value("start_name", start)
 glue_value("n_test", len(test))
-paper_runs = {eps: attack_autoencoder(ae, x_in, x_start, eps=eps, steps=steps, seed=seed, schedule="cosine")
+paper_runs = {eps: attack_autoencoder(ae, x_in, x_start, eps=eps, steps=steps, seed=seed, routine="fast")
               for eps in eps_sweep}
-adaptive_runs = {eps: attack_autoencoder(ae, x_in, x_start, eps=eps, steps=steps, seed=seed, schedule="cosine",
+adaptive_runs = {eps: attack_autoencoder(ae, x_in, x_start, eps=eps, steps=steps, seed=seed, routine="fast",
                                          residual_weight=residual_weight) for eps in eps_sweep}
 id_nn = nearest_image_distance(test.subset(n_reference, seed=seed).x, data.load_dataset(dataset, "train").x)
 runs = {**{("paper: match z", eps): run for eps, run in paper_runs.items()},

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks, data, metrics, verdicts
-from .attack import AttackResult, ood_attack
+from .attack import REPRODUCTION_ROUTINE, AttackResult, ood_attack
 from .detectors import Detector, make_detector
 from .models import Classifier
 from .report import Results
@@ -27,10 +27,6 @@ from .utils import batched, eval_mode, module_device
 
 PAPER_IMAGE_VALUES = 3 * 224 * 224  # the ImageNet experiments' input size (Section 3.1)
 
-REPRODUCTION_ROUTINE = "authors"
-"""The routine (:data:`oodlib.attack.ROUTINES`) of every experiment helper of this package when the caller names
-none: the authors' public implementation, because the chapters reproduce the authors' experiments. A chapter about
-what the attack *can* reach passes ``routine="fast"`` explicitly and says so (the defaults policy, Appendix A)."""
 
 
 def scale_eps(eps_paper: float, n_values: int, paper_values: int = PAPER_IMAGE_VALUES) -> float:

@@ -53,6 +53,21 @@ ROUTINES: dict[str, dict] = {
     "fast": {"update": "adamax", "schedule": "cosine", "tol": 1e-4},
 }
 
+ROUTINE_DESCRIPTIONS: dict[str, str] = {
+    "authors": "the authors' routine (Adamax on the perturbation, fixed step α = ε/100, last iterate)",
+    "printed": "Algorithm 1 as printed (x ← clip(x − α·h(J')), fixed step α = ε/100)",
+    "fast": "the library's fast routine (the authors' Adamax update with a cosine-decayed step and early stopping "
+            "at MAPE ≤ 1e-4)",
+}
+"""One phrase per routine of :data:`ROUTINES`, for the pages that state which routine they ran."""
+
+REPRODUCTION_ROUTINE = "authors"
+"""The routine of every experiment helper of this package when the caller names none (``oodlib.experiments``,
+``oodlib.sweeps``, ``oodlib.autoencoder``, ``oodlib.detectors.glow``): the authors' public implementation, because
+the chapters reproduce the authors' experiments. A chapter about what the attack *can* reach passes
+``routine="fast"`` explicitly and says so (the defaults policy, Appendix A). :func:`ood_attack` itself, a library
+function, defaults to ``"fast"``."""
+
 
 class NonFiniteGradientWarning(RuntimeWarning):
     """Some samples' input gradients were NaN or ±inf in some iterations; those steps were skipped (zero step)."""

@@ -173,6 +173,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return "—"
     if isinstance(value, str):
         return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(value)  # a count is printed as one
     value = float(value)
     if math.isnan(value):
         return "n/a"

@@ -47,12 +47,12 @@ profile: str = "default"  # one of profiles; chosen with --profile (the runner s
 
 # %%
 from oodlib.params import check_chapter, parameter_table
-from oodlib.report import markdown_table, profile_banner
+from oodlib.report import chapter_banner, markdown_table
 from oodlib.runner import book_notebooks
 
 check_chapter("appendix_a_parameters", globals())  # the declared parameters, checked as the runner does
 chapters = [nb for nb in book_notebooks() if nb.stem not in ("appendix_a_parameters", "reproduction_scorecard")]
-profile_banner(profile, {})
+chapter_banner("appendix_a_parameters", globals())
 
 # %%
 markdown_table(["chapter", "parameter", "declared", "paper", "default", "smoke"], parameter_table(chapters),

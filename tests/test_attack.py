@@ -348,3 +348,11 @@ def test_experiment_helpers_default_to_the_reproduction_routine(monkeypatch):
         with pytest.raises(StopIteration):
             sweeps.eps_sweep(torch.nn.Flatten(), x, x, [1.0], steps=1, **options)
     assert seen == [REPRODUCTION_ROUTINE, "fast"] and REPRODUCTION_ROUTINE == "authors"
+
+
+def test_steps_beyond_the_upper_bound_are_refused_before_any_work():
+    from oodlib.attack.ood import MAX_STEPS
+
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="at most"):
+        ood_attack(nn.Flatten(), x, x, eps=1.0, steps=MAX_STEPS + 1)

@@ -122,7 +122,7 @@ class Results:
         ``results/interactive/rows.json`` when run by hand."""
         target = Path(path or os.environ.get(ROWS_ENV) or Path("results") / "interactive" / "rows.json")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps([_jsonable(asdict(r)) for r in self.rows], indent=2))
+        target.write_text(json.dumps([_jsonable(_row_record(r)) for r in self.rows], indent=2))
         return target
 
     def add_table(self, df: "pd.DataFrame", *, item: str, metric: str | Sequence[str], measured: str | Sequence[str],
@@ -162,6 +162,19 @@ class Results:
                  _fmt(r.measured, digits), r.verdict or "—", r.note] for r in self.rows]
         return markdown_table(["item", "metric", "paper", "clean (starts)", "clean (natural OOD)", "measured",
                                "verdict", "note"], body, caption=caption, name=name)
+
+
+JUDGING_FIELDS = ("clean", "clean_natural", "id_like", "verdict", "reason")
+"""The fields of a :class:`Row` that only a row judging a claim fills; a row that judges nothing is saved
+without them (its record is the same as before these fields existed)."""
+
+
+def _row_record(row: Row) -> dict:
+    record = asdict(row)
+    if all(record[f] in (None, "") for f in JUDGING_FIELDS):
+        for f in JUDGING_FIELDS:
+            del record[f]
+    return record
 
 
 def _jsonable(d: dict) -> dict:

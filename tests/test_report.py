@@ -81,3 +81,14 @@ def test_counts_are_printed_as_integers_and_measurements_with_fixed_digits():
 
     assert _fmt(3) == "3" and _fmt(np.int64(12)) == "12"
     assert _fmt(3.0) == "3.000" and _fmt(0.5, 2) == "0.50" and _fmt(None) == "—" and _fmt(1.5e-5) == "1.50e-05"
+
+
+def test_a_row_that_judges_nothing_is_saved_without_the_judging_fields(tmp_path):
+    from oodlib.report import Results
+
+    results = Results()
+    results.add("plain", "metric", 1.0)
+    results.add_attack("judged", attacked=0.5, clean=0.9, paper=0.5)
+    saved = json.loads(results.save(tmp_path / "rows.json").read_text())
+    assert set(saved[0]) == {"item", "metric", "measured", "paper", "note"}
+    assert saved[1]["verdict"] == "reproduced" and saved[1]["clean"] == 0.9

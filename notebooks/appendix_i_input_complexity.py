@@ -24,7 +24,7 @@
 # the likelihood of the image relative to a generic compressor's. Appendix I of {cite:p}`liang2020ood` trains
 # Glow on CelebA (64×64×3), uses PNG for $L$, and attacks $S$ itself: $f(x) = S(x)$, ε = 10, α = ε/100,
 # N = 10⁴, a colour-spiral start, 160 faces. The attacked images "look like color spirals", and the AUROC of the
-# method falls to **0.500** (Figure 20).
+# method falls to **{glue:text}`paper_auroc:.3f`** (the paper's Figure 20).
 #
 # $L$ is not differentiable — it is the size of a file. It is, however, a function of the *8-bit* image, so it
 # is piecewise constant in $x$ and its derivative is zero wherever it exists. `oodlib.detectors.glow` therefore
@@ -72,6 +72,7 @@ nll_detector, ic_detector = GlowNLL(flow), InputComplexity(flow)
 n_values, eps = study.n_values, study.eps
 results = Results()
 glow_study.glue_budget(study, steps)
+glue_value("paper_auroc", paper_value("appendix_i", "attacked_auroc"))
 chapter_banner("appendix_i_input_complexity", globals(),
                departures=f"The paper's Glow learns CelebA at 64×64×3 and 160 faces are attacked with ε = 10 and "
                           f"N = 10⁴. Here the flow of Section 3.2 ({info['n_parameters']:,} parameters, "
@@ -128,7 +129,7 @@ auroc_ic_start = glue_value("auroc_ic_start", auroc_ic[f"start: {attack_start}"]
 # all-black image's file); that overhead is the same for every image of one size and shifts $S$ without changing
 # any AUROC.
 #
-# ## Figure 20: the attack with f(x) = S(x)
+# ## The paper's Figure 20: the attack with f(x) = S(x)
 
 # %%
 attacked = attack_from_starts(ic_detector, x_in, [attack_start], eps=eps, steps=steps, seed=seed,

@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # Section 1 — Introduction: Figure 1
+# # Section 1 — Introduction: the paper's Figure 1
 #
 # Every classifier-based OOD detector {cite:p}`hendrycks2017baseline` first compresses an image $x$ into a latent
 # vector $z = f(x)$ and then computes a detection score $\tau = d(z)$ from it. The paper's opening example
@@ -25,7 +25,7 @@
 # for *any* detector $d$ that looks only at $z$. The claim in words: a detector that sees the world through the
 # encoder cannot tell the attacked noise image from Santa Claus, because the encoder maps them to the same point.
 #
-# This page redraws Figure 1 with the book's own encoder and the authors' attack routine
+# This page redraws the paper's Figure 1 with the book's own encoder and the authors' attack routine
 # (`oodlib.attack.ood_attack`, {doc}`Section 2.1 <section2_1_algorithm>`).
 
 # %% tags=["parameters"]

@@ -19,8 +19,8 @@
 # $f(x) = \mathrm{NLL}(x)$, Algorithm 1 makes the NLL of an OOD image equal to that of any in-distribution image,
 # because "there are a huge number of holes in the latent space" where no training image lands. On CelebA
 # {cite:p}`liu2015celeba` (64×64×3), 160 attacked colour-spiral images have an NLL histogram "almost identical"
-# to that of 160 faces (Figure 5); attacked 2×2 and 8×8 checkerboards still look like checkerboards although
-# their NLLs differ (Figure 6). The paper states no AUROC for these figures; identical histograms mean
+# to that of 160 faces (the paper's Figure 5); attacked 2×2 and 8×8 checkerboards still look like checkerboards although
+# their NLLs differ (the paper's Figure 6). The paper states no AUROC for these figures; identical histograms mean
 # AUROC = 0.5.
 #
 # This chapter trains a small Glow-style flow (`oodlib.flows.Glow`, built from `normflows`
@@ -154,7 +154,7 @@ spiral_row = results.add("Section 3.2: NLL of the spiral start image x'_out", "N
 # The three start images of the paper, however, are clean outliers: the grey spiral has an NLL of
 # {glue:text}`nll_spiral:.2f` bits per dimension, above every face. The attack has to bring them down.
 #
-# ## Figures 5 and 6: the attack with f(x) = NLL(x)
+# ## The paper's Figures 5 and 6: the attack with f(x) = NLL(x)
 #
 # Each held-out face is paired with each start image (the colour spiral converted to grey by ITU-R 601 luma, as
 # the flow is grey; 2×2 and 8×8 checkerboards) and Algorithm 1 (`oodlib.attack.ood_attack`, here
@@ -227,7 +227,7 @@ glue_figure("fig_images", fig)
 # root-mean-square change of {glue:text}`rms:.3f` per pixel. Rounding them to 8 bits, as an image file would
 # store them, does not undo the attack (the "8-bit" column).
 #
-# For the checkerboards (Figure 6) the verdicts are: 2×2 board **{glue:text}`verdict_checker2`** (AUROC
+# For the checkerboards (the paper's Figure 6) the verdicts are: 2×2 board **{glue:text}`verdict_checker2`** (AUROC
 # {glue:text}`auroc_checker2:.3f` under attack), 8×8 board **{glue:text}`verdict_checker8`** (AUROC
 # {glue:text}`auroc_checker8:.3f`). The flow gives the 8×8 board, whose full-contrast edges run through the image
 # every 3 pixels at 24×24, a far higher NLL than the other starts ({numref}`tbl-s32-clean`). Whether the budget is
@@ -282,13 +282,13 @@ markdown_table(["start", f"AUROC attacked ({routine})", f"AUROC attacked ({other
 # ```{glue:figure} fig_hist_checker2
 # :name: fig-s32-hist-checker2
 #
-# Figure 6, 2×2 checkerboard start: NLL of the held-out faces (blue) and of the attacked checkerboards (red).
+# As the paper's Figure 6, 2×2 checkerboard start: NLL of the held-out faces (blue) and of the attacked checkerboards (red).
 # ```
 #
 # ```{glue:figure} fig_hist_checker8
 # :name: fig-s32-hist-checker8
 #
-# Figure 6, 8×8 checkerboard start, at the paper's per-value budget.
+# As the paper's Figure 6, 8×8 checkerboard start, at the paper's per-value budget.
 # ```
 #
 # ## The NLL pushed to chosen values

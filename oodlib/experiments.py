@@ -492,3 +492,12 @@ def reference_sets(train: data.ImageSet, test: data.ImageSet, n_paired: int, *, 
     """``(x_train, x_id_test)`` for :func:`attack_evidence`'s ``reference``: ``n_train`` training images and
     ``n_test`` test images held out from the ``n_paired`` attack targets (:func:`held_out`)."""
     return train.subset(n_train, seed=seed).x, held_out(test, n_paired, n_test, seed=seed)
+
+
+def runs_evidence(detector: Detector, x_in: Tensor, runs: dict[str, DetectorAttack], *, x_natural: Tensor,
+                  reference: tuple[Tensor, Tensor]) -> dict[str, AttackEvidence]:
+    """:func:`attack_evidence` of ``detector`` for each run of :func:`attack_detector` (same keys): the clean AUROC
+    of ``x_in`` against the run's start images, the attacked AUROC, the clean AUROC against ``x_natural`` and the
+    ID-likeness check against ``reference`` = ``(x_train, x_id_test)``."""
+    return {name: attack_evidence(detector, x_in, run.x_start, run.result.x, x_natural=x_natural,
+                                  reference=reference) for name, run in runs.items()}

@@ -161,3 +161,15 @@ def test_add_attack_rows_judges_only_the_chapter_start_with_the_other_starts_off
     ablation = judged["App (ablation): d, large start"]
     assert ablation.id_like is True and ablation.paper is None
     assert set(rows) == {"main", "crops", "noise", "large"} and rows["main"].measured == 0.52
+
+
+def test_attack_row_gives_the_evidence_of_one_cell(board_with_starts):
+    _, board = board_with_starts
+    cells = board.outcomes["MSP"]
+    row = board.attack_row("MSP", "ood_logits")
+    assert row == {"attacked": cells["ood_logits"].auroc, "clean": cells["start"].auroc,
+                   "clean_natural": cells["clean"].auroc, "id_like": cells["ood_logits"].ood.id_like,
+                   "clean_offered": [cells["clean"].auroc, cells["noise"].auroc]}
+    assert board.attack_row("MSP", "atom_pgd")["clean_offered"] == [cells["start"].auroc, cells["noise"].auroc]
+    with pytest.raises(ValueError, match="without an attack"):
+        board.attack_row("MSP", "noise")

@@ -196,6 +196,19 @@ class Leaderboard:
             return f"{o.auroc:.3f} / {o.fpr95:.2f}"
         return f"{o.clean:.3f} → {o.auroc:.3f} / {o.fpr95:.2f}"
 
+    def attack_row(self, row: str, threat: str) -> dict:
+        """The evidence of one attacked cell as keyword arguments of :meth:`oodlib.report.Results.add_attack`:
+        ``attacked`` and ``clean`` (:attr:`Outcome.clean`), ``clean_natural`` (the row's ``clean`` column, None if
+        not evaluated), ``id_like`` (None if not checked) and ``clean_offered`` (the row's other columns without an
+        attack). Raises ``ValueError`` for a column without an attack."""
+        if threat in CLEAN_THREATS:
+            raise ValueError(f"{threat!r} is a column without an attack")
+        cells, o = self.outcomes[row], self.outcomes[row][threat]
+        natural = cells.get("clean")
+        offered = [cells[t].auroc for t in CLEAN_THREATS if t in cells and t != THREAT_STARTS[threat]]
+        return {"attacked": o.auroc, "clean": o.clean, "clean_natural": None if natural is None else natural.auroc,
+                "id_like": None if o.ood is None else o.ood.id_like, "clean_offered": offered}
+
     def table_rows(self, threats: Sequence[str]) -> list[list]:
         """Rows for :func:`oodlib.report.markdown_table`: label, ID accuracy, then one cell per threat."""
         return [[label, self.accuracy[label], *(self.cell(label, t) for t in threats)] for label in self.outcomes]

@@ -352,14 +352,15 @@ markdown_table(["score attacked and measured", "clean (spiral)", "AUROC, f = log
                caption=f"Each JEM score attacked directly (f = the score, N = {score_attack_steps}, ε = {eps:.2f}, "
                        f"{start} start, the authors' routine) beside the logits attack of Table 8 (AUROC with ID "
                        f"positive; clean: the same score on the unattacked spiral; ID-like as in "
-                       f"{{numref}}`tbl-j-table8`; profile {profile})", name="tbl-j-adaptive")
+                       f"Table 8 above; profile {profile})", name="tbl-j-adaptive")
 
 # %% [markdown]
 # With the score itself as the target, {glue:text}`score_attack_steps` iterations bring $\log p(x)$ to
 # {glue:text}`score_auroc_0:.3f` and $\max_y p(y\mid x)$ to {glue:text}`score_auroc_1:.3f` at the paper's change per
 # pixel ({numref}`tbl-j-adaptive`), beside {glue:text}`auroc_0:.3f` and {glue:text}`auroc_1:.3f` for the logits
 # attack, which has to match ten numbers instead of one. The gradient-norm score, a second-order quantity, ends at
-# {glue:text}`score_auroc_2:.3f` (logits attack: {glue:text}`auroc_2:.3f`). What remains hard for the attacker in every case is to keep the image recognisably
+# {glue:text}`score_auroc_2:.3f` (logits attack: {glue:text}`auroc_2:.3f`). What remains hard for the attacker in
+# every case is to keep the image recognisably
 # out-of-distribution, which {numref}`fig-j-images` lets the reader judge.
 #
 # ## Where this differs from the paper

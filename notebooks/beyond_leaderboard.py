@@ -95,7 +95,8 @@ evaluation = leaderboard.EvalData(
     x_train=train.x, y_train=train.y, x_start=experiments.start_images(start, n_samples, x_train=train.x, seed=seed),
     reference=experiments.reference_sets(train, test, n_samples, n_train=1000, n_test=300, seed=seed))
 settings = leaderboard.ThreatSettings(ood_eps=eps_ood, ood_steps=steps, aoe_eps=eps_aoe,
-                                      adaptive_weight=adaptive_scale, seed=seed)
+                                      adaptive_weight=adaptive_scale, ood_routine="fast",  # what the attack reaches
+                                      seed=seed)
 glue_values(n_samples=n_samples, eps_ood=eps_ood, steps=steps, rms_ood=experiments.rms_per_value(eps_ood, n_values))
 chapter_banner("beyond_leaderboard", globals(),
                departures=f"The seed papers evaluate on CIFAR-10/100 with WRN or DenseNet networks trained for 100 "
@@ -104,9 +105,9 @@ chapter_banner("beyond_leaderboard", globals(),
                           f"auxiliary outliers, ALOE and ATOM "
                           f"{'fine-tuned from the plain classifier' if fine_tune else 'trained from scratch'} for "
                           f"{aloe_epochs} and {atom_epochs} epochs, {n_samples} ID and {n_samples} OOD images per "
-                          f"cell, and Algorithm 1 from the {start} start with "
-                          f"N = {steps} iterations ({settings.ood_routine} routine) at ε = {eps_ood:g} (the attack paper's ε = 10 on 32×32×3 "
-                          f"CIFAR images has the same RMS change per value as ε ≈ 5 on 28×28).")
+                          f"cell, and Algorithm 1 from the {start} start with N = {steps} iterations "
+                          f"({settings.ood_routine} routine) at ε = {eps_ood:g} (the attack paper's ε = 10 on "
+                          f"32×32×3 CIFAR images has the same RMS change per value as ε ≈ 5 on 28×28).")
 
 # %%
 board = leaderboard.run(rows, models, accuracies, evaluation, settings,

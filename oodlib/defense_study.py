@@ -244,9 +244,10 @@ def add_attack_rows(results: Results, study: DefenseStudy, attacks: pd.DataFrame
 
 
 def attack_markdown(attacks: pd.DataFrame, *, caption: str, name: str) -> "Markdown":
-    """:func:`attack_table`'s ``attacks`` as a numbered table: every column but ``attack`` and ``note``."""
-    return table(attacks, columns=[c for c in attacks.columns if c not in ("attack", "note")], caption=caption,
-                 name=name)
+    """:func:`attack_table`'s ``attacks`` as a numbered table: every column but ``attack``, ``note`` and the
+    ``ID-like`` flag (its fraction is shown)."""
+    return table(attacks, columns=[c for c in attacks.columns if c not in ("attack", "note", "ID-like")],
+                 caption=caption, name=name)
 
 
 def glue_attacks(study: DefenseStudy, attacks: pd.DataFrame, rows: dict[str, Row], *, feature: str) -> None:

@@ -177,7 +177,7 @@ defense_study.attack_markdown(
 # clean detector does not catch (clean {glue:text}`clean_noise:.3f`), the attack ends at {glue:text}`auroc_noise:.3f`
 # (MAPE {glue:text}`mape_noise:.2e`): a comparison, not a reproduction. The budget ablation, the chapter's start at
 # {glue:text}`large_factor:g` times the budget (ε = {glue:text}`eps_main_large:.2f`), reaches a MAPE of
-# {glue:text}`mape_large:.2e` and an AUROC of {glue:text}`auroc_large:.3f`.
+# {glue:text}`mape_large:.2e` and an AUROC of {glue:text}`auroc_large:.3f`. {glue:text}`other_datasets`
 
 # %%
 defense_study.glue_figures(study, runs, xlabel="OE in-score  LSE(l) − mean(l)")

@@ -189,9 +189,9 @@ defense_study.attack_markdown(
 # {glue:text}`clean_noise:.3f`), the attack ends at {glue:text}`auroc_noise:.3f` (MAPE {glue:text}`mape_noise:.2e`):
 # a comparison, not a reproduction. The budget ablation, {glue:text}`large_factor:g` times the budget from the
 # chapter's start (ε = {glue:text}`eps_main_large:.2f`), reaches {glue:text}`mape_large:.2e` and
-# {glue:text}`auroc_large:.3f`. Training against generated boundary samples teaches the classifier to be uncertain
-# on the outliers its generator finds; nothing in it constrains an image that reproduces an in-distribution image's
-# internal representation.
+# {glue:text}`auroc_large:.3f`. {glue:text}`other_datasets` Training against generated boundary samples teaches
+# the classifier to be uncertain on the outliers its generator finds; nothing in it constrains an image that
+# reproduces an in-distribution image's internal representation.
 
 # %%
 defense_study.glue_figures(study, runs, xlabel="maximum softmax")

@@ -213,16 +213,16 @@ def attack_table(study: DefenseStudy, runs: dict[str, dict[str, experiments.Dete
 
 
 def add_attack_rows(results: Results, study: DefenseStudy, attacks: pd.DataFrame, *, appendix: str, table: str,
-                    feature: str, paper_notes: dict[str, str]) -> dict[str, Row]:
+                    feature: str, paper_notes: dict[str, str]) -> dict[str, dict[str, Row]]:
     """The results rows of :func:`attack_table`'s ``attacks``, each with its clean companions
     (:meth:`oodlib.report.Results.add_attack`): the chapter's start at the paper's budget as ``<table>: <d> vs
     OOD`` (with the paper's value, hence a verdict, and ``paper_notes[d]`` appended to the note where not empty;
     ``clean_offered``: the clean AUROCs of the other starts), the crops as ``<appendix> (extension)``, uniform noise
     as ``<appendix> (comparison)`` and the larger budget as ``<appendix> (ablation)`` rows without a paper value;
-    and every attack's median MAPE of ``feature``. Returns the main dataset's AUROC rows by glue label
+    and every attack's median MAPE of ``feature``. Returns each dataset's AUROC rows by glue label
     (:attr:`DefenseStudy.labels`)."""
     kinds = {CROP: "extension", COMPARISON: "comparison", study.large: "ablation"}
-    rows = {}
+    rows: dict[str, dict[str, Row]] = {}
     for r in attacks.to_dict("records"):
         d, a, note = r["ID set"], r["attack"], r["note"]
         offered = [c for c, s, other in zip(attacks["clean (starts)"], attacks["start"], attacks["ID set"])
@@ -237,8 +237,7 @@ def add_attack_rows(results: Results, study: DefenseStudy, attacks: pd.DataFrame
         else:
             row = results.add_attack(f"{appendix} ({kinds[a]}): {d}, {a} start", **evidence,
                                      metric="AUROC, attacked", note=note)
-        if d == study.main:
-            rows[study.labels[a]] = row
+        rows.setdefault(d, {})[study.labels[a]] = row
         results.add(f"{appendix}: {d}, {a} start", f"median MAPE of the {feature}", r[f"median MAPE ({feature})"])
     return rows
 
@@ -250,11 +249,13 @@ def attack_markdown(attacks: pd.DataFrame, *, caption: str, name: str) -> "Markd
                  caption=caption, name=name)
 
 
-def glue_attacks(study: DefenseStudy, attacks: pd.DataFrame, rows: dict[str, Row], *, feature: str) -> None:
+def glue_attacks(study: DefenseStudy, attacks: pd.DataFrame, rows: dict[str, dict[str, Row]], *,
+                 feature: str) -> None:
     """Glue, for each attack of the main dataset (labels :attr:`DefenseStudy.labels`: ``main``, ``crops``,
     ``noise``, ``large``), ``auroc_<label>``, ``clean_<label>`` (same starts), ``natural_<label>``,
     ``idlike_<label>`` (fraction of ID-like attacked images), ``mape_<label>`` and ``verdict_<label>`` (the row's
-    verdict, "no verdict" without a paper value)."""
+    verdict, "no verdict" without a paper value); and ``other_datasets``, :func:`other_datasets` (``rows``: as
+    :func:`add_attack_rows` returns them)."""
     main = attacks[attacks["ID set"] == study.main].set_index("attack")
     for a, label in study.labels.items():
         r = main.loc[a]
@@ -263,7 +264,21 @@ def glue_attacks(study: DefenseStudy, attacks: pd.DataFrame, rows: dict[str, Row
         glue_value(f"natural_{label}", r["clean (natural OOD)"])
         glue_value(f"idlike_{label}", r["ID-like fraction"])
         glue_value(f"mape_{label}", r[f"median MAPE ({feature})"])
-        glue_value(f"verdict_{label}", rows[label].verdict or "no verdict")
+        glue_value(f"verdict_{label}", rows[study.main][label].verdict or "no verdict")
+    glue_value("other_datasets", other_datasets(study, rows))
+
+
+def other_datasets(study: DefenseStudy, rows: dict[str, dict[str, Row]]) -> str:
+    """One sentence per dataset after the main one: its verdict on the chapter's start, clean → attacked, and the
+    larger budget's attacked AUROC (e.g. "On digits the claim is not reproduced (clean 1.000 → attacked 0.805;
+    at ε ×2: 0.518)."); a sentence saying so when the study has one dataset."""
+    sentences = []
+    for d in study.datasets[1:]:
+        main, large = rows[d]["main"], rows[d]["large"]
+        sentences.append(f"On {d} the claim is {main.verdict or 'not judged'} (clean {main.clean:.3f} → attacked "
+                         f"{main.measured:.3f}; at ε ×{study.eps_paper_large / study.eps_paper:g}: "
+                         f"{large.measured:.3f}).")
+    return " ".join(sentences) or "This profile runs no second dataset."
 
 
 def glue_figures(study: DefenseStudy, runs: dict[str, dict[str, experiments.DetectorAttack]], xlabel: str) -> None:

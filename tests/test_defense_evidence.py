@@ -160,7 +160,14 @@ def test_add_attack_rows_judges_only_the_chapter_start_with_the_other_starts_off
     assert judged["App (comparison): d, uniform noise (comparison) start"].verdict is None
     ablation = judged["App (ablation): d, large start"]
     assert ablation.id_like is True and ablation.paper is None
-    assert set(rows) == {"main", "crops", "noise", "large"} and rows["main"].measured == 0.52
+    assert set(rows["d"]) == {"main", "crops", "noise", "large"} and rows["d"]["main"].measured == 0.52
+    study = _Study()
+    study.datasets, study.eps_paper, study.eps_paper_large = ["d", "e"], 10.0, 20.0
+    rows["e"]["large"] = rows["d"]["large"]
+    assert defense_study.other_datasets(study, rows) == (
+        "On e the claim is not testable here (clean 0.500 → attacked 0.500; at ε ×2: 0.500).")
+    study.datasets = ["d"]
+    assert defense_study.other_datasets(study, rows) == "This profile runs no second dataset."
 
 
 def test_attack_row_gives_the_evidence_of_one_cell(board_with_starts):

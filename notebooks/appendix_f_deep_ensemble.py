@@ -69,8 +69,6 @@ reference = experiments.reference_sets(train, test, n_samples, seed=seed)  # for
 large = f"{start}, ε ×{eps_paper_large / eps_paper:g}"
 comparison = "uniform noise (comparison)"
 configs = {start: (start, eps[eps_paper]), comparison: ("noise", eps[eps_paper]), large: (start, eps[eps_paper_large])}
-if start == "noise":
-    del configs[comparison]
 shown = experiments.example_indices(paired.y, 8)
 member_accuracy = [model_info(spec)["test_accuracy"] for spec in specs]
 results = Results()

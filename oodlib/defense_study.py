@@ -85,9 +85,8 @@ class DefenseStudy:
     @property
     def labels(self) -> dict[str, str]:
         """Glue-key suffix of each attack: the chapter's start (``main``), the natural crops, uniform noise (the
-        comparison, absent when the chapter's start is uniform noise itself) and the larger budget."""
-        labels = {self.start: "main", CROP: "crops", COMPARISON: "noise", self.large: "large"}
-        return {a: label for a, label in labels.items() if a in self.configs[self.main]}
+        comparison) and the larger budget."""
+        return {self.start: "main", CROP: "crops", COMPARISON: "noise", self.large: "large"}
 
 
 def prepare(standard: dict[str, ModelSpec], defended: dict[str, ModelSpec], label: str, *, n_samples: int,
@@ -95,8 +94,7 @@ def prepare(standard: dict[str, ModelSpec], defended: dict[str, ModelSpec], labe
             seed: int = 0, device: str = "auto") -> DefenseStudy:
     """Load (or train) the standard and the defended model of every dataset (keys of ``defended``, in order),
     draw ``n_samples`` paired test images, ``n_ood`` natural-image OOD crops, the start batches (``start``, e.g.
-    ``"noise_mean_matched"`` with the dataset's training mean; natural crops; uniform noise unless ``start`` is
-    uniform noise) and the reference sets of the ID-likeness check, and scale ``eps_paper`` / ``eps_paper_large``
+    ``"noise_mean_matched"`` with the dataset's training mean; natural crops; uniform noise) and the reference sets of the ID-likeness check, and scale ``eps_paper`` / ``eps_paper_large``
     (L2, on ``paper_image_values`` values) to each dataset's image size.
 
     Raises
@@ -124,8 +122,6 @@ def prepare(standard: dict[str, ModelSpec], defended: dict[str, ModelSpec], labe
     large = f"{start}, ε ×{eps_paper_large / eps_paper:g}"
     budgets = {start: (start, eps_paper), CROP: (CROP, eps_paper), COMPARISON: (UNIFORM, eps_paper),
                large: (start, eps_paper_large)}
-    if start == UNIFORM:
-        del budgets[COMPARISON]
     configs = {d: {a: (s, eps[d][budget]) for a, (s, budget) in budgets.items()} for d in datasets}
     reference = {d: experiments.reference_sets(trains[d], tests[d], n_samples, seed=seed) for d in datasets}
     shown = experiments.example_indices(paired[datasets[0]].y, 8)

@@ -231,14 +231,12 @@ glue_figure("fig_threats", plots.image_grid(images, n=8))
 #
 # BAL reads nothing but the penultimate features and the classifier's last layer on them. Algorithm 1 with
 # $f$ = the penultimate layer (ε = {glue:text}`eps_ood`, starting from the natural OOD images) makes those features
-# of a texture crop match those of a digit, and with them the discriminator's verdict: BAL's AUROC falls to
-# {glue:text}`auroc_bal_features:.3f` (FPR {glue:text}`fpr_bal_features:.2f`), like the plain maximum softmax
-# ({glue:text}`auroc_msp_features:.3f`) on the very same attacked images ({numref}`fig-defenses-bal`,
-# {numref}`fig-defenses-bal-hist`), from {glue:text}`auroc_bal_clean:.3f` clean. The median discriminator output is
-# {glue:text}`bal_p2_in:.3f` on the ID images and {glue:text}`bal_p2_out:.3f` on the attacked ones. What is left of
-# the gap comes from the feature match not being exact at this ε and number of iterations (median MAPE
-# {glue:text}`bal_mape:.2e`): BAL's product of two saturating probabilities separates even small residual
-# differences.
+# of a texture crop approach those of a digit: BAL's AUROC goes from {glue:text}`auroc_bal_clean:.3f` clean to
+# {glue:text}`auroc_bal_features:.3f` (FPR {glue:text}`fpr_bal_features:.2f`); the plain maximum softmax gets
+# {glue:text}`auroc_msp_features:.3f` on the very same attacked images ({numref}`fig-defenses-bal`,
+# {numref}`fig-defenses-bal-hist`). The median discriminator output is
+# {glue:text}`bal_p2_in:.3f` on the ID images and {glue:text}`bal_p2_out:.3f` on the attacked ones, and the
+# features are matched to a median MAPE of {glue:text}`bal_mape:.2e` at this ε and number of iterations.
 
 # %%
 x_bal = bal["ood_features"].x_out

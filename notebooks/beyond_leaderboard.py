@@ -211,9 +211,8 @@ glue_value("missing_rows", missing);
 #
 # **Mahalanobis** ends at {glue:text}`auroc_Mahalanobis_ood_features:.3f` on the features and
 # {glue:text}`auroc_Mahalanobis_ood_adaptive:.3f` adaptive, from {glue:text}`auroc_Mahalanobis_start:.3f` clean. It
-# scores every feature map of the network, not only the penultimate features the attack matches; the book's
-# Mahalanobis chapter (Appendix D) attacks its score directly, as the paper did, and shows which part of its input
-# the attack matches.
+# scores every feature map of the network, not only the penultimate features the attack matches here; the book's
+# Mahalanobis chapter (Appendix D) attacks it as the paper did.
 #
 # **Where the numbers differ from the papers.** Our clean AUROCs are lower than the CIFAR-10 numbers of the seed
 # papers for some rows: the models are small and trained for a few epochs, the auxiliary outliers are crops of two

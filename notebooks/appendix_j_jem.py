@@ -223,6 +223,11 @@ glue_value("mape_noise", noise_attack.mape.median())
 glue_value("flipped", flipped)
 glue_value("clean_gradnorm", clean["−‖∂ log p(x)/∂x‖"]["natural images"])
 glue_value("flipped_clean", 1 - clean["−‖∂ log p(x)/∂x‖"]["natural images"])
+glue_value("gradnorm_side", "below 0.5, as in the paper" if attacked["−‖∂ log p(x)/∂x‖"]["auroc"] < 0.5
+           else "not below 0.5, unlike the paper")
+glue_value("gradnorm_premise", "the paper's premise holds here"
+           if clean["−‖∂ log p(x)/∂x‖"]["natural images"] >= 0.5
+           else "the premise does not hold here, the unflipped score is already inverted on clean natural images")
 glue_value("noise_logpx", evidence["log p(x)"]["noise"].attacked)
 glue_value("idlike_main", evidence["log p(x)"]["main"].ood.fraction_id_like)
 glue_value("idlike_extra", evidence["log p(x)"]["extra"].ood.fraction_id_like)
@@ -317,12 +322,12 @@ glue_figure("fig_images", fig)
 #
 # **The gradient-norm score.** It is not a function of the logits but of their input gradient, which the attack
 # does not control. The paper found it *inverted* under attack (0.203): attacked images have smaller gradient norms
-# than real ones. Here its AUROC is {glue:text}`auroc_2:.3f` — below 0.5 as in the paper, less extremely; flipping
-# its sign gives {glue:text}`flipped:.3f` (paper: 0.797). The paper argues against flipping because in the JEM
-# paper's own experiments the unflipped score detects ordinary OOD data, so a flipped one would fail there. On this
-# small MNIST JEM that premise does not hold: the unflipped score is already inverted on clean natural images
-# ({glue:text}`clean_gradnorm:.3f` in {numref}`tbl-j-clean`), so here the flipped score would be the better clean
-# detector ({glue:text}`flipped_clean:.3f`). Which sign is right depends on the model and the data; what happens
+# than real ones. Here its AUROC is {glue:text}`auroc_2:.3f` ({glue:text}`gradnorm_side`); flipping its sign gives
+# {glue:text}`flipped:.3f` (paper: 0.797). The paper argues against flipping because in the JEM paper's own
+# experiments the unflipped score detects ordinary OOD data, so a flipped one would fail there. On this small
+# MNIST JEM the unflipped score's clean AUROC on natural images is {glue:text}`clean_gradnorm:.3f`
+# ({numref}`tbl-j-clean`) and the flipped one's {glue:text}`flipped_clean:.3f`: {glue:text}`gradnorm_premise`. Which
+# sign is right depends on the model and the data; what happens
 # when the attacker targets the score itself is the next section's question.
 #
 # **The noise start.** The paper abandoned the noise start because its attacked images "look like images in

@@ -180,3 +180,12 @@ def test_attack_row_gives_the_evidence_of_one_cell(board_with_starts):
     assert board.attack_row("MSP", "atom_pgd")["clean_offered"] == [cells["start"].auroc, cells["noise"].auroc]
     with pytest.raises(ValueError, match="without an attack"):
         board.attack_row("MSP", "noise")
+
+
+def test_algorithm1_starts_from_the_start_images_within_the_ball(board_with_starts):
+    evaluation, board = board_with_starts
+    for threat in ("ood_features", "ood_logits", "ood_adaptive"):
+        x = board.outcomes["MSP"][threat].x_out
+        to_start = (x - evaluation.x_start).flatten(1).norm(dim=1)
+        assert bool((to_start <= 0.5 + 1e-4).all())  # ε = 0.5 around the start images
+        assert bool(((x - evaluation.x_ood).flatten(1).norm(dim=1) > 0.5 + 1e-4).any())

@@ -274,10 +274,10 @@ def load_detector(row: Row, model: nn.Module, data: EvalData, options: Mapping |
 
 
 def algorithm1(f: Callable[[Tensor], Tensor], data: EvalData, settings: ThreatSettings) -> Tensor:
-    """Algorithm 1 from the natural OOD images ``data.x_ood`` toward the codes ``f(data.x_in)`` of the paired ID
-    images (routine ``settings.ood_routine``)."""
+    """Algorithm 1 from the start images ``data.x_start`` (by default the natural OOD images) toward the codes
+    ``f(data.x_in)`` of the paired ID images (routine ``settings.ood_routine``)."""
     targets = _batched(f, data.x_in)
-    return ood_attack(f, None, data.x_ood, z_in=targets, eps=settings.ood_eps, steps=settings.ood_steps,
+    return ood_attack(f, None, data.x_start, z_in=targets, eps=settings.ood_eps, steps=settings.ood_steps,
                       routine=settings.ood_routine, seed=settings.seed).x
 
 

@@ -72,7 +72,7 @@ shown_row: str = "ATOM"  # one of leaderboard rows; row whose attacked inputs ar
 # %%
 import torch
 
-from oodlib import data, experiments, plots
+from oodlib import data, experiments, plots, verdicts
 from oodlib.defenses import leaderboard
 from oodlib.params import check_chapter
 from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
@@ -176,7 +176,11 @@ for label, cells in board.outcomes.items():
         if threat not in leaderboard.CLEAN_THREATS and outcome.ood is not None:
             glue_value(f"idlike_{label}_{threat}", outcome.ood.fraction_id_like)
 missing = "; ".join(f"{label}: {why}" for label, why in board.missing.items()) or "none"
-glue_value("missing_rows", missing);
+glue_value("missing_rows", missing)
+start_check = verdicts.ood_check(evaluation.x_start, *evaluation.reference)  # the control: no attack
+glue_value("idlike_start", start_check.fraction_id_like)
+glue_value("control_reading", "so on this start the check cannot tell an attacked image from its start"
+           if start_check.id_like else "so the check does separate the start images from digits");
 
 # %% [markdown]
 # ## Reading the table
@@ -207,7 +211,11 @@ glue_value("missing_rows", missing);
 # {glue:text}`auroc_AOE_ood_features:.3f`, BAL {glue:text}`auroc_BAL_ood_features:.3f` (BAL's discriminator reads
 # exactly the features the attack matches), each beside its clean AUROC on the same start images in
 # {numref}`tbl-leaderboard`. The logits column and the adaptive column (features together with the row's own
-# score) are read the same way.
+# score) are read the same way. The ID-likeness check of the results table (an attacked image as close to a
+# training digit as held-out test digits are) puts {glue:text}`idlike_MSP_ood_features:.0%` of the images attacked
+# on the plain classifier's features and {glue:text}`idlike_OE_ood_features:.0%` of those attacked on Outlier
+# Exposure's in the ID range; as a control, it puts {glue:text}`idlike_start:.0%` of the *unattacked* start
+# images there, {glue:text}`control_reading`.
 #
 # **Mahalanobis** ends at {glue:text}`auroc_Mahalanobis_ood_features:.3f` on the features and
 # {glue:text}`auroc_Mahalanobis_ood_adaptive:.3f` adaptive, from {glue:text}`auroc_Mahalanobis_start:.3f` clean. It

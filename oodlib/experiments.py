@@ -447,3 +447,53 @@ def detector_attack_row(run: DetectorAttack) -> list[float]:
     summary = run.summary
     return [run.auroc_start, summary["auroc"], summary["aupr_in"], summary["aupr_out"], summary["fpr95_A"],
             run.median_mape]
+
+
+# --- def
+# Shared by the defence chapters (Appendices E, F, G, J and the extension chapters): the start batch of any start
+# image (the mean-matched noise needs the ID training mean), and the reference sets of the ID-likeness check.
+
+def id_mean(x_train: Tensor) -> Tensor:
+    """Per-channel mean pixel value (C,) of in-distribution training images (N, C, H, W) in [0, 1]: the
+    ``id_mean`` of :func:`oodlib.data.start_batch` for the ``noise_mean_matched`` start.
+
+    Raises ``ValueError`` for an empty batch."""
+    _checks.nonempty(x_train, "x_train")
+    return x_train.float().mean(dim=(0, 2, 3))
+
+
+def start_images(name: str, n: int, *, x_train: Tensor, seed: int = 0) -> Tensor:
+    """``n`` start images (n, C, H, W) of the start ``name`` (:data:`oodlib.data.START_IMAGES`) at the size and
+    channels of ``x_train``; the ``noise_mean_matched`` start takes :func:`id_mean` of ``x_train``, the others
+    ignore it. Raises ``ValueError`` for an unknown start or an empty ``x_train``."""
+    _checks.nonempty(x_train, "x_train")
+    mean = id_mean(x_train) if name == "noise_mean_matched" else None
+    return data.start_batch(name, n, size=x_train.shape[-1], channels=x_train.shape[1], seed=seed, id_mean=mean)
+
+
+def held_out(test: data.ImageSet, n_paired: int, n: int, seed: int = 0) -> Tensor:
+    """Up to ``n`` images (n, C, H, W) of ``test`` that are *not* in ``test.subset(n_paired, seed)`` (the attack's
+    targets), in their order: the held-out ID images of :func:`oodlib.verdicts.ood_check`.
+
+    Raises ``ValueError`` if no test image is left over."""
+    taken = torch.zeros(len(test), dtype=torch.bool)
+    taken[torch.from_numpy(data._choose(len(test), n_paired, seed))] = True
+    rest = test.x[~taken][:n]
+    _checks.nonempty(rest, "held-out test images")
+    return rest
+
+
+def reference_sets(train: data.ImageSet, test: data.ImageSet, n_paired: int, *, n_train: int = 2000,
+                   n_test: int = 500, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(x_train, x_id_test)`` for :func:`attack_evidence`'s ``reference``: ``n_train`` training images and
+    ``n_test`` test images held out from the ``n_paired`` attack targets (:func:`held_out`)."""
+    return train.subset(n_train, seed=seed).x, held_out(test, n_paired, n_test, seed=seed)
+
+
+def runs_evidence(detector: Detector, x_in: Tensor, runs: dict[str, DetectorAttack], *, x_natural: Tensor,
+                  reference: tuple[Tensor, Tensor]) -> dict[str, AttackEvidence]:
+    """:func:`attack_evidence` of ``detector`` for each run of :func:`attack_detector` (same keys): the clean AUROC
+    of ``x_in`` against the run's start images, the attacked AUROC, the clean AUROC against ``x_natural`` and the
+    ID-likeness check against ``reference`` = ``(x_train, x_id_test)``."""
+    return {name: attack_evidence(detector, x_in, run.x_start, run.result.x, x_natural=x_natural,
+                                  reference=reference) for name, run in runs.items()}

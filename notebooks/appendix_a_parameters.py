@@ -23,21 +23,36 @@
 # - **default** — embedded data on a 2-core CPU; sizes chosen so the whole book builds in under 30 minutes;
 # - **smoke** — tiny sizes so CI executes every chapter in seconds (its numbers mean nothing).
 #
-# ε is an L2 radius in [0, 1] pixel units. Where the default profile runs on 28×28 images instead of the paper's
-# 224×224×3 or 32×32×3, each chapter says how it scaled ε (by √(number of input values) from the paper's CIFAR
-# experiments, or as stated) and shows the attacked images.
+# ε is an L2 radius in [0, 1] pixel units.
+#
+# ## The book's two policies
+#
+# **Per-value budget.** An L2 radius means little without the image size: ε = 10 on 32×32×3 images is a
+# root-mean-square change of 10/√3072 ≈ 0.18 per value. Where a chapter runs on smaller images than the paper's,
+# its default ε keeps the paper's root-mean-square change per value: ε = ε_paper·√(values here / values in the
+# paper) (`oodlib.experiments.scale_eps`). A larger budget appears only as a labelled ablation beside that default,
+# and every page states its ε and the root-mean-square change per value it means.
+#
+# **Routine.** `oodlib.attack.ood_attack` has three routines (`oodlib.attack.ROUTINES`): the authors' public code
+# (`authors`: Adamax on the perturbation, fixed step α = ε/100, last iterate), Algorithm 1 as printed (`printed`)
+# and the library's `fast` routine (the authors' update with a cosine-decayed step and early stopping). Every
+# experiment helper of the library attacks with the authors' routine unless the chapter names another
+# (`oodlib.experiments.REPRODUCTION_ROUTINE`), and every chapter names the routine it runs in its parameters or
+# its attack calls. A chapter that reproduces the authors' experiment runs their routine; a chapter about what the
+# attack *can* reach (the MAPE claim of Section 3.1, the likelihood attacks of Section 3.2 and Appendix I) runs
+# the fast routine and shows the other one beside it where they differ.
 
 # %% tags=["parameters"]
 profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
 
 # %%
 from oodlib.params import check_chapter, parameter_table
-from oodlib.report import markdown_table, profile_banner
+from oodlib.report import chapter_banner, markdown_table
 from oodlib.runner import book_notebooks
 
 check_chapter("appendix_a_parameters", globals())  # the declared parameters, checked as the runner does
 chapters = [nb for nb in book_notebooks() if nb.stem not in ("appendix_a_parameters", "reproduction_scorecard")]
-profile_banner(profile, {})
+chapter_banner("appendix_a_parameters", globals())
 
 # %%
 markdown_table(["chapter", "parameter", "declared", "paper", "default", "smoke"], parameter_table(chapters),

@@ -65,14 +65,16 @@ keys = ("standard", "aloe", "atom", "aoe", "oe_finetune")
 models = {key: get_model(specs[key], device=device) for key in keys}
 infos = {key: model_info(specs[key]) for key in keys}
 accuracies = {key: info["test_accuracy"] for key, info in infos.items()}
-train = data.load_dataset(dataset, "train")
-x_in = data.load_dataset(dataset, "test").subset(n_samples, seed=seed).x
+train, test = data.load_dataset(dataset, "train"), data.load_dataset(dataset, "test")
+x_in = test.subset(n_samples, seed=seed).x
 size, channels = x_in.shape[-1], x_in.shape[1]
-evaluation = leaderboard.EvalData(
+evaluation = leaderboard.EvalData(  # every attack here starts from the natural OOD images (the seed papers' setting)
     x_in=x_in, x_ood=data.natural_ood_set(n_samples, size=size, channels=channels, seed=seed),
     x_noise=data.start_batch("noise", n_samples, size=size, channels=channels, seed=seed),
-    x_train=train.x, y_train=train.y)
-settings = leaderboard.ThreatSettings(ood_eps=eps_ood, ood_steps=steps, aoe_eps=eps_aoe, seed=seed)
+    x_train=train.x, y_train=train.y,
+    reference=experiments.reference_sets(train, test, n_samples, n_train=1000, n_test=300, seed=seed))
+settings = leaderboard.ThreatSettings(ood_eps=eps_ood, ood_steps=steps, aoe_eps=eps_aoe, ood_routine="fast",
+                                      seed=seed)
 n_values = x_in[0].numel()
 for key in keys:
     glue_value(f"acc_{key}", accuracies[key])
@@ -153,10 +155,10 @@ glue_value("aloe_gain", aloe["aloe_pgd"].auroc - msp["aloe_pgd"].auroc);
 # clean, while the plain classifier's maximum softmax drops from {glue:text}`auroc_msp_clean:.3f` to
 # {glue:text}`auroc_msp_atom:.3f` (FPR {glue:text}`fpr_msp_atom:.2f`). The ATOM paper reports, on CIFAR-10 over
 # six OOD sets, 0.992 clean and 0.889 under the same attack, against 0.138 for MSP
-# ({numref}`tbl-defenses`). The direction and the size of the gap reproduce; our clean numbers are lower because
-# of the scale (a small CNN fine-tuned for {glue:text}`atom_epochs` epochs, crops of two photographs as the
-# outlier pool, a different OOD test set). {numref}`fig-defenses-threats` shows how little the attack changes
-# the images and {numref}`fig-defenses-atom` the scores.
+# ({numref}`tbl-defenses`). By the book's rule (the clean AUROC on the same OOD images at least 0.8, the AUROC
+# under attack within 0.1 of the paper's), ATOM's row is **{glue:text}`verdict_pgd`** and the plain
+# classifier's **{glue:text}`verdict_msp_pgd`**. {numref}`fig-defenses-threats` shows how little the attack
+# changes the images and {numref}`fig-defenses-atom` the scores.
 
 # %%
 fig = plots.score_histogram(atom["atom_pgd"].score_in, atom["atom_pgd"].score_out,
@@ -210,13 +212,12 @@ glue_figure("fig_threats", plots.image_grid(images, n=8))
 # {glue:text}`auroc_oe_msp_aoe:.3f`. ID accuracy: AOE {glue:text}`acc_aoe:.3f`, Outlier Exposure
 # {glue:text}`acc_oe_finetune:.3f`, plain {glue:text}`acc_standard:.3f`.
 #
-# So at this scale the poster's first two claims do not reproduce: the FGSM-augmented outliers teach the network
-# less about the clean natural OOD images than the plain ones do. The likely reasons are ours, not the method's
-# alone: on 28×28 grey crops a signed step of 0.125 per pixel, unclamped, is a large, highly structured change (it
-# is the same step in normalised units as the authors' on CIFAR-10, but on very different images), so the network
-# learns to flatten its prediction on sign patterns rather than on the crops; our outliers are natural-image
-# crops, not the GAN samples of the poster (whose "future work" asks whether AOE works with non-synthetic
-# outliers); and we fine-tune for {glue:text}`aoe_epochs` epochs instead of 10.
+# The poster gives no numbers, so these rows carry no verdict; the comparison with Outlier Exposure fine-tuned
+# alike is in the numbers above. Our setting differs from the poster's in ways this page does not test one by
+# one: on 28×28 grey crops a signed step of 0.125 per pixel, unclamped (the same step in normalised units as the
+# authors' on CIFAR-10); natural-image crops as outliers instead of the poster's GAN samples (its "future work"
+# asks whether AOE works with non-synthetic outliers); and {glue:text}`aoe_epochs` epochs of fine-tuning instead
+# of 10.
 #
 # ## BAL
 #
@@ -230,14 +231,12 @@ glue_figure("fig_threats", plots.image_grid(images, n=8))
 #
 # BAL reads nothing but the penultimate features and the classifier's last layer on them. Algorithm 1 with
 # $f$ = the penultimate layer (ε = {glue:text}`eps_ood`, starting from the natural OOD images) makes those features
-# of a texture crop match those of a digit, and with them the discriminator's verdict: BAL's AUROC falls to
-# {glue:text}`auroc_bal_features:.3f` (FPR {glue:text}`fpr_bal_features:.2f`), like the plain maximum softmax
-# ({glue:text}`auroc_msp_features:.3f`) on the very same attacked images ({numref}`fig-defenses-bal`,
-# {numref}`fig-defenses-bal-hist`), from {glue:text}`auroc_bal_clean:.3f` clean. The median discriminator output is
-# {glue:text}`bal_p2_in:.3f` on the ID images and {glue:text}`bal_p2_out:.3f` on the attacked ones. What is left of
-# the gap comes from the feature match not being exact at this ε and number of iterations (median MAPE
-# {glue:text}`bal_mape:.2e`): BAL's product of two saturating probabilities separates even small residual
-# differences.
+# of a texture crop approach those of a digit: BAL's AUROC goes from {glue:text}`auroc_bal_clean:.3f` clean to
+# {glue:text}`auroc_bal_features:.3f` (FPR {glue:text}`fpr_bal_features:.2f`); the plain maximum softmax gets
+# {glue:text}`auroc_msp_features:.3f` on the very same attacked images ({numref}`fig-defenses-bal`,
+# {numref}`fig-defenses-bal-hist`). The median discriminator output is
+# {glue:text}`bal_p2_in:.3f` on the ID images and {glue:text}`bal_p2_out:.3f` on the attacked ones, and the
+# features are matched to a median MAPE of {glue:text}`bal_mape:.2e` at this ε and number of iterations.
 
 # %%
 x_bal = bal["ood_features"].x_out
@@ -273,28 +272,38 @@ glue_values(bal_p2_in=bal_detector.discriminator_score_batched(x_in).median(),
 
 # %%
 results = Results()
-claims = [  # method, what, outcome, claim of the method's seed paper in paper_values.csv (None: no number), note
-    ("ATOM", "clean (natural OOD)", atom["clean"], "clean", "ATOM paper: CIFAR-10, mean over 6 OOD sets"),
-    ("ATOM", "ATOM L∞ PGD, ε = 8/255", atom["atom_pgd"], "pgd", "ATOM paper: CIFAR-10"),
-    ("ATOM", "MSP (plain) under ATOM L∞ PGD", msp["atom_pgd"], "msp_pgd", "ATOM paper: MSP, CIFAR-10"),
-    ("ALOE", "clean (natural OOD)", aloe["clean"], None, ""),
-    ("ALOE", "ALOE L∞ PGD, ε = 1/255, ID + OOD", aloe["aloe_pgd"], None, ""),
-    ("ALOE", "MSP (plain) under ALOE L∞ PGD", msp["aloe_pgd"], None, ""),
-    ("AOE", "clean (natural OOD), energy", aoe["clean"], None, "poster: better than OE (no numbers)"),
-    ("AOE", "FGSM on energy, ε = 8/255", aoe["aoe_fgsm"], None, "poster: more robust than OE"),
-    ("AOE", "OE fine-tuned alike (energy), clean", oe["clean"], None, "AOE's baseline"),
-    ("AOE", "OE fine-tuned alike (energy), FGSM on energy", oe["aoe_fgsm"], None, "AOE's baseline"),
-    ("AOE", "clean (natural OOD), MSP", aoe_msp["clean"], None, ""),
-    ("AOE", "OE fine-tuned alike (MSP), clean", oe_msp["clean"], None, "AOE's baseline"),
-    ("BAL", "clean (natural OOD)", bal["clean"], "clean", "BAL Table 4: MNIST vs F-MNIST & Omniglot, ResNet-18"),
-    ("BAL", "MSP (plain), clean", msp["clean"], "msp", "BAL Table 4: softmax baseline"),
-    ("BAL", "OOD attack on the penultimate features", bal["ood_features"], None, "not evaluated by the BAL paper"),
+boards = {"ATOM": baseline_and_robust, "ALOE": baseline_and_robust, "AOE": energy_rows, "BAL": bal_rows}
+claims = [  # method, what, (row, threat) of the method's board, claim in paper_values.csv (None: no number), note
+    ("ATOM", "clean (natural OOD)", ("ATOM", "clean"), "clean", "ATOM paper: CIFAR-10, mean over 6 OOD sets"),
+    ("ATOM", "ATOM L∞ PGD, ε = 8/255", ("ATOM", "atom_pgd"), "pgd", "ATOM paper: CIFAR-10"),
+    ("ATOM", "MSP (plain) under ATOM L∞ PGD", ("MSP", "atom_pgd"), "msp_pgd", "ATOM paper: MSP, CIFAR-10"),
+    ("ALOE", "clean (natural OOD)", ("ALOE", "clean"), None, ""),
+    ("ALOE", "ALOE L∞ PGD, ε = 1/255, ID + OOD", ("ALOE", "aloe_pgd"), None, ""),
+    ("ALOE", "MSP (plain) under ALOE L∞ PGD", ("MSP", "aloe_pgd"), None, ""),
+    ("AOE", "clean (natural OOD), energy", ("AOE", "clean"), None, "poster: better than OE (no numbers)"),
+    ("AOE", "FGSM on energy, ε = 8/255", ("AOE", "aoe_fgsm"), None, "poster: more robust than OE"),
+    ("AOE", "OE fine-tuned alike (energy), clean", ("OE fine-tuned, energy", "clean"), None, "AOE's baseline"),
+    ("AOE", "OE fine-tuned alike (energy), FGSM on energy", ("OE fine-tuned, energy", "aoe_fgsm"), None,
+     "AOE's baseline"),
+    ("AOE", "clean (natural OOD), MSP", ("AOE, MSP", "clean"), None, ""),
+    ("AOE", "OE fine-tuned alike (MSP), clean", ("OE fine-tuned, MSP", "clean"), None, "AOE's baseline"),
+    ("BAL", "clean (natural OOD)", ("BAL", "clean"), "clean", "BAL Table 4: MNIST vs F-MNIST & Omniglot, ResNet-18"),
+    ("BAL", "MSP (plain), clean", ("MSP", "clean"), "msp", "BAL Table 4: softmax baseline"),
+    ("BAL", "OOD attack on the penultimate features", ("BAL", "ood_features"), None,
+     "not evaluated by the BAL paper"),
 ]
-summary = [(method, what, outcome, tuple(paper_value(method.lower(), f"{claim}_{m}") if claim else None
-                                        for m in ("auroc", "fpr95")), note)
-           for method, what, outcome, claim, note in claims]  # the paper's (AUROC, FPR95) in place of the claim
-for method, what, outcome, (paper_auroc, paper_fpr), note in summary:
-    results.add(f"{method}: {what}", "AUROC", outcome.auroc, paper=paper_auroc, note=note)
+summary = [(method, what, (*cell, claim), boards[method].outcomes[cell[0]][cell[1]],
+            tuple(paper_value(method.lower(), f"{claim}_{m}") if claim else None for m in ("auroc", "fpr95")), note)
+           for method, what, cell, claim, note in claims]  # the paper's (AUROC, FPR95) in place of the claim
+for method, what, (row, threat, claim), outcome, (paper_auroc, paper_fpr), note in summary:
+    if threat in leaderboard.CLEAN_THREATS:
+        results.add(f"{method}: {what}", "AUROC", outcome.auroc, paper=paper_auroc, note=note)
+    else:  # an attack: with its clean companion on the same natural OOD images and the ID-likeness check
+        judged = results.add_attack(f"{method}: {what}", **boards[method].attack_row(row, threat),
+                                    paper=paper_auroc, metric="AUROC",
+                                    note="; ".join(filter(None, ("natural OOD start", note))))
+        if claim in ("pgd", "msp_pgd"):
+            glue_value(f"verdict_{claim}", judged.verdict)
     results.add(f"{method}: {what}", "FPR@95TPR (A)", outcome.fpr95, paper=paper_fpr, note=note)
 results.add("ALOE: AUROC gain over the plain classifier under ALOE's attack", "AUROC difference",
             aloe["aloe_pgd"].auroc - msp["aloe_pgd"].auroc, paper=paper_value("aloe", "auroc_gain"),
@@ -306,11 +315,13 @@ for method, key, paper_acc, note in (("ALOE", "aloe", None, ""), ("ATOM", "atom"
     results.add(f"{method}: ID test accuracy", "accuracy", accuracies[key], paper=paper_acc, note=note)
 
 
-markdown_table(["method", "evaluation", "AUROC / FPR@95TPR (ours)", "paper", "paper's setting"],
-               [[m, w, f"{o.auroc:.3f} / {o.fpr95:.2f}", " / ".join("—" if v is None else f"{v:.3f}" for v in p), note]
-                for m, w, o, p, note in summary],
+markdown_table(["method", "evaluation", "clean AUROC (same OOD images)", "AUROC / FPR@95TPR (ours)", "paper",
+                "paper's setting"],
+               [[m, w, o.clean, f"{o.auroc:.3f} / {o.fpr95:.2f}",
+                 " / ".join("—" if v is None else f"{v:.3f}" for v in p), note] for m, w, _, o, p, note in summary],
                caption=f"Each defense under its own threat model, beside its paper (AUROC with ID positive on "
-                       f"in-scores; FPR@95TPR convention A). {n_samples} ID test images of {dataset} against "
+                       f"in-scores; clean: the same detector on the unattacked natural OOD images every attack here "
+                       f"starts from; FPR@95TPR convention A). {n_samples} ID test images of {dataset} against "
                        f"{n_samples} natural OOD crops (the OOD attack starts from them: ε = {eps_ood:g}, "
                        f"N = {steps}). Profile {profile}.", name="tbl-defenses")
 

@@ -11,13 +11,9 @@
 # %% [markdown]
 # # Reproduction scorecard
 #
-# Which of the paper's claims this build reproduced, decided by one rule in code ({mod}`oodlib.verdicts`), then
-# every number of every chapter that we set beside the paper's, gathered from the chapters' results files
-# (`results/<profile>/<chapter>.json`, written by the runner with the parameters each chapter ran with).
-#
-# Read it with the profile in mind: the **default** profile runs small models on embedded data on a CPU, so it
-# tests the paper's *mechanisms* at a much smaller scale; only the **paper** profile (real datasets, the paper's
-# models and iterations, a GPU) can reproduce its numbers.
+# Which of the paper's claims this build reproduced ({numref}`tbl-verdict-summary`, chapters in the paper's order),
+# decided by one rule in code (`oodlib.verdicts`, stated below); then every judged claim and every number that
+# the chapters set beside the paper's.
 
 # %% tags=["parameters"]
 profile: str = "default"  # one of profiles; chosen with --profile (the runner sets it)
@@ -40,14 +36,20 @@ glue_values(n_rows=len(rows), n_with_paper=len(with_paper), n_chapters=len({r["c
             mape_majority=100 * verdicts.MAPE_MAJORITY, id_like_quantile=100 * verdicts.ID_LIKE_QUANTILE,
             **{f"n_{label.replace(' ', '_')}": int(summary.iloc[-1][label])
                for label in (verdicts.REPRODUCED, verdicts.NOT_REPRODUCED, verdicts.NOT_TESTABLE)})
-chapter_banner("reproduction_scorecard", globals())
+table(summary, caption=f"Verdicts per chapter, in the paper's order (profile {profile})",
+      name="tbl-verdict-summary")
+
+# %%
+chapter_banner("reproduction_scorecard", globals(),
+               departures="The **default** profile runs small models on embedded data on a CPU, so it tests the "
+                          "paper's mechanisms at a much smaller scale; only the **paper** profile (real datasets, "
+                          "the paper's models and iterations, a GPU) can reproduce its numbers.")
 
 # %% [markdown]
 # ## The verdicts
 #
 # Of {glue:text}`n_judged` claims judged, {glue:text}`n_reproduced` are *reproduced*, {glue:text}`n_not_reproduced`
-# *not reproduced* and {glue:text}`n_not_testable_here` *not testable here* ({numref}`tbl-verdict-summary`,
-# {numref}`tbl-verdicts`). The rule was fixed before the numbers were seen, and one library function applies it
+# *not reproduced* and {glue:text}`n_not_testable_here` *not testable here* ({numref}`tbl-verdicts`). The rule was fixed before the numbers were seen, and one library function applies it
 # (unit-tested branch by branch):
 #
 # * an **AUROC-under-attack** claim is *reproduced* when the detector's clean AUROC on the same, unattacked start
@@ -60,10 +62,6 @@ chapter_banner("reproduction_scorecard", globals())
 #   result cannot count as reproduced;
 # * "most MAPE values are less than 0.1%" (Section 3.1) is *reproduced* when at least
 #   {glue:text}`mape_majority:.0f`% of the pairs have MAPE below {glue:text}`mape_threshold:.1f`%.
-
-# %%
-table(summary, caption=f"Verdicts per chapter, in the paper's order (profile {profile})",
-      name="tbl-verdict-summary")
 
 # %%
 markdown_table(["chapter", "claim", "paper", "clean (starts)", "clean (natural OOD)", "attacked", "ID-like",

@@ -9,7 +9,7 @@
 # ---
 
 # %% [markdown]
-# # Section 1 — Introduction: Figure 1
+# # Section 1 — Introduction: the paper's Figure 1
 #
 # Every classifier-based OOD detector {cite:p}`hendrycks2017baseline` first compresses an image $x$ into a latent
 # vector $z = f(x)$ and then computes a detection score $\tau = d(z)$ from it. The paper's opening example
@@ -25,7 +25,7 @@
 # for *any* detector $d$ that looks only at $z$. The claim in words: a detector that sees the world through the
 # encoder cannot tell the attacked noise image from Santa Claus, because the encoder maps them to the same point.
 #
-# This page redraws Figure 1 with the book's own encoder and the authors' attack routine
+# This page redraws the paper's Figure 1 with the book's own encoder and the authors' attack routine
 # (`oodlib.attack.ood_attack`, {doc}`Section 2.1 <section2_1_algorithm>`).
 
 # %% tags=["parameters"]
@@ -48,7 +48,7 @@ import torch
 from oodlib import data, experiments, plots
 from oodlib.detectors import make_detector
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, glue_values, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, paper_value
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section1_introduction", globals())  # the declared parameters, checked as the runner does
@@ -68,8 +68,7 @@ glue_values(accuracy=model_info(spec)["test_accuracy"], latent_dim=model.latent_
                                                         experiments.PAPER_IMAGE_VALUES),
             rms_paper_noise=experiments.rms_per_value(paper_value("section3_1", "eps_noise_resnet18"),
                                                       experiments.PAPER_IMAGE_VALUES))
-profile_banner(profile, {"dataset": dataset, "arch": arch, "medical_start": medical_start,
-                         "eps_medical": eps_medical, "eps_noise": eps_noise, "steps": steps},
+chapter_banner("section1_introduction", globals(),
                departures=f"The paper attacks the ImageNet-pretrained ResNet-18 (z: 512-d) on a 224×224×3 picture "
                           f"with N = 10⁴ iterations, starting from a chest x-ray (ε = 5) and from noise (ε = 20). "
                           f"Here the encoder is {arch} trained on {dataset} (z: {model.latent_dim}-d, "

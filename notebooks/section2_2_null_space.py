@@ -44,7 +44,8 @@ import torch
 
 from oodlib import data, nullspace, plots
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
+from oodlib.report import (Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table,
+                           paper_value)
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section2_2_null_space", globals())  # the declared parameters, checked as the runner does
@@ -54,9 +55,7 @@ x_in = data.load_dataset(dataset, "test").subset(n_samples, seed=seed).x
 n_values = x_in[0].numel()
 results = Results()
 glue_values(n_values=n_values, n_components=n_components, null_dim=n_values - n_components)
-profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_samples": n_samples,
-                         "n_components": n_components, "null_norms": null_norms, "walk_length": walk_length,
-                         "start": start},
+chapter_banner("section2_2_null_space", globals(),
                departures="The paper gives the construction without an experiment. Here the linear encoder is "
                           f"the {n_components}-component PCA of {dataset} (the latent size of the book's CNN) "
                           f"and the ReLU network is the book's {arch} classifier; perturbation norms are L2 "

@@ -47,15 +47,15 @@ import torch
 from oodlib import data, experiments, metrics, pigeonhole, plots
 from oodlib.autoencoder import AutoEncoderSpec
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
+from oodlib.report import (Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table,
+                           paper_value)
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section2_2_pigeonhole", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 results = Results()
-profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_trials": n_trials,
-                         "n_noise": n_noise, "n_natural": n_natural},
+chapter_banner("section2_2_pigeonhole", globals(),
                departures="The counting (tables and figure) is exact and profile-independent. The empirical "
                           f"part encodes images with the book's {arch} on {dataset} instead of the paper's "
                           "ImageNet ResNet-18; the argument it tests is the same.")

@@ -72,9 +72,10 @@ if not 1 <= len(archs) <= len(PAPER_NAMES):
 torch.manual_seed(seed)
 specs = {arch: ModelSpec.make(arch, dataset, epochs=epochs, seed=seed, recipe=recipe) for arch in archs}
 models = {arch: get_model(spec, device=device) for arch, spec in specs.items()}
-test, reference = experiments.id_reference(dataset, n_samples, n_reference, seed=seed)
+test_all, train = data.load_dataset(dataset, "test"), data.load_dataset(dataset, "train")
+test = test_all.subset(n_samples, seed=seed)
+reference = experiments.reference_sets(train, test_all, n_samples, n_train=n_reference, n_test=n_reference, seed=seed)
 x_in = test.x
-id_mean = float(data.load_dataset(dataset, "train").x.mean())
 x_natural = data.natural_ood_set(n_natural, size=x_in.shape[-1], channels=x_in.shape[1], seed=seed)
 n_values = x_in[0].numel()
 labels = {arch: experiments.model_label(name, arch, dataset, paper_arch, PAPER_DATASET)
@@ -128,14 +129,14 @@ configs = {arch: {names["medical"]: (medical_start, eps_medical), names["standin
            for i, arch in enumerate(archs)}
 configs[archs[0]][names["noise"]] = ("noise", eps_noise[0])  # the comparison row: first encoder only
 runs = {arch: experiments.attack_configs_explicit(models[arch], x_in, configs[arch], steps=steps, routine="authors",
-                                                  seed=seed)
+                                                  x_train=train.x, seed=seed)
         for arch in archs}
 evidence = {arch: experiments.msp_evidence(models[arch], x_in, runs[arch], x_natural=x_natural, reference=reference)
             for arch in archs}
 ablation_configs = {f"{names['standin']}, ε = {eps_large_noise:g} (budget ablation)": (standin_start,
                                                                                        eps_large_noise)}
 ablation = experiments.attack_configs_explicit(models[archs[0]], x_in, ablation_configs, steps=steps,
-                                               routine="authors", seed=seed)
+                                               routine="authors", x_train=train.x, seed=seed)
 ablation_evidence = experiments.msp_evidence(models[archs[0]], x_in, ablation, x_natural=x_natural,
                                              reference=reference)
 examples = experiments.example_indices(test.y, n_examples)
@@ -237,7 +238,7 @@ markdown_table(["encoder", *experiments.EVIDENCE_HEADER], table_rows,
 
 # %%
 x_mape = x_in[:n_mape]
-x_mape_start = experiments.start_images(mape_start, len(x_mape), x_mape, seed=seed, id_mean=id_mean)
+x_mape_start = experiments.start_images(mape_start, len(x_mape), x_train=train.x, seed=seed)
 mape_runs, mape_rows = {}, []
 for i, arch in enumerate(archs):
     variants = {"fast, policy ε (verdict)": {"routine": "fast", "eps": eps_noise[i], "steps": steps_fast}}
@@ -313,16 +314,16 @@ markdown_table(["encoder", *experiments.MAPE_VARIANT_HEADER], mape_rows,
 
 # %%
 noise_study = experiments.clean_msp_study(models[archs[0]], x_in, {
-    "uniform noise": experiments.start_images("noise", len(x_in), x_in, seed=seed),
-    "mean-matched noise": experiments.start_images("noise_mean_matched", len(x_in), x_in, seed=seed,
-                                                   id_mean=id_mean),
-    "camera photo": experiments.start_images("camera", len(x_in), x_in, seed=seed),
+    "uniform noise": experiments.start_images("noise", len(x_in), x_train=train.x, seed=seed),
+    "mean-matched noise": experiments.start_images("noise_mean_matched", len(x_in), x_train=train.x, seed=seed),
+    "camera photo": experiments.start_images("camera", len(x_in), x_train=train.x, seed=seed),
     "natural-image crops": x_natural})
 for name, values in noise_study.items():
     if name != "ID":
         results.add(f"Section 3.1 (uniform noise): {labels[archs[0]]}, {name}", "MSP AUROC (clean)",
                     values["clean AUROC"], note="no attack; not a reproduction")
-glue_values(id_mean=id_mean, noise_clean=noise_study["uniform noise"]["clean AUROC"],
+glue_values(id_mean=experiments.id_mean(train.x).mean(),
+            noise_clean=noise_study["uniform noise"]["clean AUROC"],
             matched_clean=noise_study["mean-matched noise"]["clean AUROC"],
             photo_clean=noise_study["camera photo"]["clean AUROC"],
             noise_msp=noise_study["uniform noise"]["mean MSP"], id_msp=noise_study["ID"]["mean MSP"],

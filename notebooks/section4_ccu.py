@@ -226,7 +226,8 @@ glue_figure("fig_hist", fig)
 # a range of ε, and measures when the CCU score of the attacked images reaches the range of test digits.
 
 # %%
-sweep = sweeps.eps_sweep(ccu, x_in, x_start, eps_sweep, target="density_log_odds", steps=sweep_steps, seed=seed)
+sweep = sweeps.eps_sweep(ccu, x_in, x_start, eps_sweep, target="density_log_odds", steps=sweep_steps, seed=seed,
+                         routine="fast")
 start_distance = nearest_neighbour_distance(x_start, train.x)
 test_distance = nearest_neighbour_distance(x_in, train.x)
 attacked = {e: ccu.score_batched(run.x) for e, run in sweep.runs.items()}

@@ -62,7 +62,12 @@ def _parser() -> argparse.ArgumentParser:
                           "true); the profile is set with --profile only")
     _threads_option(run)
     run.add_argument("--no-html", action="store_true", help="do not render the HTML page (saves ~15 s)")
-    book = sub.add_parser("book", help="execute stale notebooks of a profile, then build the HTML book")
+    book = sub.add_parser("book", help="execute stale notebooks of a profile, then build the HTML book",
+                          description="Execute every chapter of a profile whose inputs changed (the others are "
+                                      "cached), in parallel, one thread each; write results/<profile>/ and "
+                                      "_build/executed/<profile>/; then build the HTML book into _build/html "
+                                      "(default profile) or _build/<profile>/html. The execution-status page "
+                                      "lists each chapter's run time.")
     _profile_option(book)
     book.add_argument("--jobs", type=_positive_int, default=min(2, os.cpu_count() or 1),
                       help="notebooks executed in parallel (default: 2 or the number of CPUs)")

@@ -24,6 +24,8 @@ def nonempty(x: Any, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` if the batch ``x`` (a tensor, array or sequence) holds zero samples.
 
     A tensor or array must also have a batch axis (at least one dimension)."""
+    if not hasattr(x, "shape") and not hasattr(x, "__len__"):
+        raise TypeError(f"{name} must be a batch (a tensor, array or sequence); got {type(x).__name__}")
     shape = getattr(x, "shape", None)
     if shape is not None:
         if len(shape) == 0:

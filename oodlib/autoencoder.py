@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from . import _checks, data
 from .utils import batched, module_device
-from .attack import AttackResult, ood_attack
+from .attack import REPRODUCTION_ROUTINE, AttackResult, ood_attack
 from .metrics import auroc, fpr_at_95_tpr, mape, nearest_image_distance
 
 __all__ = ["AutoEncoderAttack", "AutoEncoderSpec", "ConvAutoEncoder", "attack_autoencoder", "attack_summary",
@@ -231,13 +231,15 @@ def attack_autoencoder(ae: ConvAutoEncoder, x_in: Tensor, x_start: Tensor, *, ep
     x_in, x_start : torch.Tensor
         In-distribution images and start images ``x'_out`` (N, C, H, W), in [0, 1].
     eps, steps, seed, **attack_options
-        Passed to :func:`oodlib.attack.ood_attack` (L2 ball of radius ``eps``).
+        Passed to :func:`oodlib.attack.ood_attack` (L2 ball of radius ``eps``); the routine is
+        :data:`oodlib.attack.REPRODUCTION_ROUTINE` unless ``attack_options`` names another.
     residual_weight : float, default 0
         ``w`` above.
     """
     _checks.nonempty(x_in, "x_in")
     _checks.nonempty(x_start, "x_start")
     residual_weight = _checks.number(residual_weight, "residual_weight", nonnegative=True)
+    attack_options.setdefault("routine", REPRODUCTION_ROUTINE)
     device = module_device(ae)
     with torch.no_grad():
         z_in = batched(ae.encode, x_in, _BATCH, device)

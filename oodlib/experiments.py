@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks, data, metrics, verdicts
-from .attack import AttackResult, ood_attack
+from .attack import REPRODUCTION_ROUTINE, AttackResult, ood_attack
 from .detectors import Detector, make_detector
 from .models import Classifier
 from .report import Results, Row
@@ -27,10 +27,6 @@ from .utils import batched, eval_mode, module_device
 
 PAPER_IMAGE_VALUES = 3 * 224 * 224  # the ImageNet experiments' input size (Section 3.1)
 
-REPRODUCTION_ROUTINE = "authors"
-"""The routine (:data:`oodlib.attack.ROUTINES`) of every experiment helper of this package when the caller names
-none: the authors' public implementation, because the chapters reproduce the authors' experiments. A chapter about
-what the attack *can* reach passes ``routine="fast"`` explicitly and says so (the defaults policy, Appendix A)."""
 
 
 def scale_eps(eps_paper: float, n_values: int, paper_values: int = PAPER_IMAGE_VALUES) -> float:
@@ -453,6 +449,55 @@ def detector_attack_row(run: DetectorAttack) -> list[float]:
             run.median_mape]
 
 
+# --- def
+# Shared by the defence chapters (Appendices E, F, G, J and the extension chapters): the start batch of any start
+# image (the mean-matched noise needs the ID training mean), and the reference sets of the ID-likeness check.
+
+def id_mean(x_train: Tensor) -> Tensor:
+    """Per-channel mean pixel value (C,) of in-distribution training images (N, C, H, W) in [0, 1]: the
+    ``id_mean`` of :func:`oodlib.data.start_batch` for the ``noise_mean_matched`` start.
+
+    Raises ``ValueError`` for an empty batch."""
+    _checks.nonempty(x_train, "x_train")
+    return x_train.float().mean(dim=(0, 2, 3))
+
+
+def start_images(name: str, n: int, *, x_train: Tensor, seed: int = 0) -> Tensor:
+    """``n`` start images (n, C, H, W) of the start ``name`` (:data:`oodlib.data.START_IMAGES`) at the size and
+    channels of ``x_train``; the ``noise_mean_matched`` start takes :func:`id_mean` of ``x_train``, the others
+    ignore it. Raises ``ValueError`` for an unknown start or an empty ``x_train``."""
+    _checks.nonempty(x_train, "x_train")
+    mean = id_mean(x_train) if name == "noise_mean_matched" else None
+    return data.start_batch(name, n, size=x_train.shape[-1], channels=x_train.shape[1], seed=seed, id_mean=mean)
+
+
+def held_out(test: data.ImageSet, n_paired: int, n: int, seed: int = 0) -> Tensor:
+    """Up to ``n`` images (n, C, H, W) of ``test`` that are *not* in ``test.subset(n_paired, seed)`` (the attack's
+    targets), in their order: the held-out ID images of :func:`oodlib.verdicts.ood_check`.
+
+    Raises ``ValueError`` if no test image is left over."""
+    taken = torch.zeros(len(test), dtype=torch.bool)
+    taken[torch.from_numpy(data._choose(len(test), n_paired, seed))] = True
+    rest = test.x[~taken][:n]
+    _checks.nonempty(rest, "held-out test images")
+    return rest
+
+
+def reference_sets(train: data.ImageSet, test: data.ImageSet, n_paired: int, *, n_train: int = 2000,
+                   n_test: int = 500, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(x_train, x_id_test)`` for :func:`attack_evidence`'s ``reference``: ``n_train`` training images and
+    ``n_test`` test images held out from the ``n_paired`` attack targets (:func:`held_out`)."""
+    return train.subset(n_train, seed=seed).x, held_out(test, n_paired, n_test, seed=seed)
+
+
+def runs_evidence(detector: Detector, x_in: Tensor, runs: dict[str, DetectorAttack], *, x_natural: Tensor,
+                  reference: tuple[Tensor, Tensor]) -> dict[str, AttackEvidence]:
+    """:func:`attack_evidence` of ``detector`` for each run of :func:`attack_detector` (same keys): the clean AUROC
+    of ``x_in`` against the run's start images, the attacked AUROC, the clean AUROC against ``x_natural`` and the
+    ID-likeness check against ``reference`` = ``(x_train, x_id_test)``."""
+    return {name: attack_evidence(detector, x_in, run.x_start, run.result.x, x_natural=x_natural,
+                                  reference=reference) for name, run in runs.items()}
+
 # --- sec31
 # Section 3.1 under the issue-14 rule: Table 1 judged on start images the clean MSP detector catches, the MAPE claim
 # with the authors' routine beside the library's fast one, and the uniform-noise finding measured.
@@ -461,45 +506,16 @@ def detector_attack_row(run: DetectorAttack) -> list[float]:
 START_LABELS.setdefault("noise_mean_matched", "mean-matched noise")  # display name of the issue-14 start
 
 
-def id_reference(dataset: str, n_targets: int, n_reference: int, *, seed: int = 0
-                 ) -> tuple[data.ImageSet, tuple[Tensor, Tensor]]:
-    """The attack targets and the reference of :func:`oodlib.verdicts.ood_check` for one dataset.
-
-    Returns ``(targets, (x_train, x_held_out))``: ``targets`` is the same test subset as
-    ``data.load_dataset(dataset, "test", limit=n_targets, seed=seed)``; ``x_train`` (R, C, H, W) holds
-    ``n_reference`` training images and ``x_held_out`` up to ``n_reference`` test images that are *not* targets
-    (their nearest-training-image distances set the in-distribution range). Raises ``ValueError`` for a
-    non-positive ``n_targets`` or ``n_reference``, or when no test image is left over for the held-out set."""
-    n_targets = _checks.integer(n_targets, "n_targets", minimum=1)
-    n_reference = _checks.integer(n_reference, "n_reference", minimum=1)
-    test = data.load_dataset(dataset, "test", seed=seed)
-    chosen = torch.zeros(len(test), dtype=torch.bool)
-    chosen[torch.from_numpy(data._choose(len(test), n_targets, seed))] = True
-    rest = torch.nonzero(~chosen).flatten()
-    if rest.numel() == 0:
-        raise ValueError(f"all {len(test)} test images of {dataset!r} are targets: none is left for the reference")
-    held_out = test.x[rest[torch.from_numpy(data._choose(len(rest), n_reference, seed + 1))]]
-    train = data.load_dataset(dataset, "train", limit=n_reference, seed=seed)
-    targets = data.ImageSet(test.x[chosen], test.y[chosen], test.classes, test.name)
-    return targets, (train.x, held_out)
-
-
-def start_images(start: str, n: int, like: Tensor, *, seed: int = 0, id_mean: float | None = None) -> Tensor:
-    """``n`` start images of :func:`oodlib.data.start_batch` shaped like the images ``like`` (N, C, H, W); the
-    ID mean grey level ``id_mean`` is passed only to the ``"noise_mean_matched"`` start, which needs it."""
-    mean = id_mean if start == "noise_mean_matched" else None
-    return data.start_batch(start, n, size=like.shape[-1], channels=like.shape[1], seed=seed, id_mean=mean)
-
-
 def attack_configs_explicit(model: Classifier, x_in: Tensor, configs: dict[str, tuple[str, float]], *, steps: int,
-                            routine: str, seed: int = 0, id_mean: float | None = None) -> dict[str, StartRun]:
-    """:func:`attack_configs` with the routine named by the caller (the issue's routine policy) and the
-    ``"noise_mean_matched"`` start allowed (``id_mean``: the ID training images' mean pixel value). Each named
-    ``(start image, ε)`` configuration is attacked on ``model.features``, start ``i`` paired with ``x_in[i]``."""
+                            routine: str, x_train: Tensor, seed: int = 0) -> dict[str, StartRun]:
+    """:func:`attack_configs` with the routine named by the caller (the issue's routine policy) and any start of
+    :func:`start_images` (``x_train``: ID training images, (N, C, H, W), for the ``"noise_mean_matched"`` start's
+    mean grey level). Each named ``(start image, ε)`` configuration is attacked on ``model.features``, start ``i``
+    paired with ``x_in[i]``. Raises ``ValueError`` for an empty ``x_in`` or ``x_train``."""
     _checks.nonempty(x_in, "x_in")
     runs = {}
     for name, (start, eps) in configs.items():
-        x_start = start_images(start, len(x_in), x_in, seed=seed, id_mean=id_mean)
+        x_start = start_images(start, len(x_in), x_train=x_train, seed=seed)
         result = ood_attack(model.features, x_in, x_start, eps=eps, steps=steps, seed=seed, routine=routine)
         z_in, z_start, z_attacked = encode(model, x_in), encode(model, x_start), encode(model, result.x)
         runs[name] = StartRun(start=start, eps=eps, x_start=x_start, x_attacked=result.x, z_in=z_in,

@@ -398,8 +398,17 @@ def mape_fraction_below(mape_values: Any, threshold: float = 1e-3) -> float:
     return float(np.mean(values < threshold))
 
 
+def standardize_images(x: torch.Tensor) -> torch.Tensor:
+    """Each image (N, ...) flattened to (N, D), centred to zero mean and scaled to unit L2 norm (a constant image
+    becomes the zero vector). The L2 distance of two standardized images is √(2(1 − r)), r their Pearson
+    correlation: a distance blind to each image's brightness and contrast."""
+    flat = x.detach().flatten(1).float()
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    return centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
 def nearest_image_distance(x: torch.Tensor, reference: torch.Tensor, exclude_self: bool = False,
-                           batch_size: int = 512) -> torch.Tensor:
+                           batch_size: int = 512, standardize: bool = False) -> torch.Tensor:
     """L2 distance from each image to its nearest image in ``reference`` (Section 2.4: is an attacked ``x_out``
     still out-of-distribution?).
 
@@ -414,6 +423,9 @@ def nearest_image_distance(x: torch.Tensor, reference: torch.Tensor, exclude_sel
         Ignore zero distances (for ``x`` drawn from ``reference`` itself).
     batch_size : int, default 512
         Queries per block (memory bound ``batch_size * R``).
+    standardize : bool, default False
+        Compare :func:`standardize_images` of both batches (the correlation distance, in [0, 2]) instead of the
+        raw pixels: low-contrast images are then judged by their pattern, not by their small pixel values.
 
     Returns
     -------
@@ -423,8 +435,8 @@ def nearest_image_distance(x: torch.Tensor, reference: torch.Tensor, exclude_sel
     _checks.nonempty(x, "x")
     _checks.nonempty(reference, "reference")
     batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
-    queries = x.detach().flatten(1).float().cpu()
-    refs = reference.detach().flatten(1).float().cpu()
+    prepare = standardize_images if standardize else (lambda t: t.detach().flatten(1).float())
+    queries, refs = prepare(x).cpu(), prepare(reference).cpu()
 
     def nearest(block: torch.Tensor) -> torch.Tensor:
         d = torch.cdist(block, refs)

@@ -261,7 +261,21 @@ def build_model(arch: str, *, in_channels: int, image_size: int, num_classes: in
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` → CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` (or any device string
+    torch knows) → that device.
+
+    Raises
+    ------
+    ValueError
+        If ``device`` is not a device torch knows (e.g. ``"tpu"``), or is a CUDA device on a machine without
+        CUDA; the message lists the valid choices.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {device!r}; valid choices: auto, cpu, cuda, cuda:N") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA device; use 'auto' or 'cpu'")
+    return resolved

@@ -16,7 +16,7 @@ skips such lines):
 - ``> x``, ``< x``, ``at least x``, ``at most x``, ``in [a, b]`` (brackets ``(`` ``)`` for open ends, ``inf``); the
   bound of the first four may be another parameter's name (``at least n_components``);
 - ``one of REGISTRY`` — a name from a registry: datasets, archs, detectors, start images, recipes, leaderboard
-  rows, schedules, devices, profiles; ``one of {a, b}`` — a literal choice;
+  rows, schedules, routines, devices, profiles; ``one of {a, b}`` — a literal choice;
 - ``in NAME`` — a value of the list parameter NAME;
 - ``length of NAME`` — a list as long as the list parameter NAME; ``nonempty`` — a list with at least one value.
 
@@ -118,6 +118,7 @@ REGISTRIES: dict[str, Callable[[], tuple[str, ...]]] = {
     "start images": _registry("data", "START_IMAGES"),
     "recipes": _registry("training", "RECIPES", "recipes"),
     "leaderboard rows": _registry("defenses.leaderboard", "ROWS"), "schedules": _registry("attack.ood", "SCHEDULES"),
+    "routines": _registry("attack.ood", "ROUTINES"),
     "devices": lambda: ("auto", "cpu", "cuda", "cuda:N"), "profiles": lambda: PROFILES}
 """The named choices ``one of REGISTRY`` refers to; each imports only the module that holds it."""
 

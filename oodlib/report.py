@@ -122,7 +122,7 @@ class Results:
         ``results/interactive/rows.json`` when run by hand."""
         target = Path(path or os.environ.get(ROWS_ENV) or Path("results") / "interactive" / "rows.json")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps([_jsonable(asdict(r)) for r in self.rows], indent=2))
+        target.write_text(json.dumps([_jsonable(_row_record(r)) for r in self.rows], indent=2))
         return target
 
     def add_table(self, df: "pd.DataFrame", *, item: str, metric: str | Sequence[str], measured: str | Sequence[str],
@@ -164,6 +164,19 @@ class Results:
                                "verdict", "note"], body, caption=caption, name=name)
 
 
+JUDGING_FIELDS = ("clean", "clean_natural", "id_like", "verdict", "reason")
+"""The fields of a :class:`Row` that only a row judging a claim fills; a row that judges nothing is saved
+without them (its record is the same as before these fields existed)."""
+
+
+def _row_record(row: Row) -> dict:
+    record = asdict(row)
+    if all(record[f] in (None, "") for f in JUDGING_FIELDS):
+        for f in JUDGING_FIELDS:
+            del record[f]
+    return record
+
+
 def _jsonable(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
@@ -173,6 +186,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
         return "—"
     if isinstance(value, str):
         return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(value)  # a count is printed as one
     value = float(value)
     if math.isnan(value):
         return "n/a"

@@ -364,6 +364,8 @@ def render_page(executed: Path, out: Path) -> Path:
             _sync(bib, stage / "book" / bib.name)
         _sync(REPO_ROOT / "_config.yml", stage / "_config.yml")
         _sync(REPO_ROOT / "book" / "bibliography.md", stage / "book" / "bibliography.md")  # resolves citations
+        for css in (REPO_ROOT / "book" / "_static").glob("*"):
+            _sync(css, stage / "book" / "_static" / css.name)
         _sync_text(f"format: jb-book\nroot: notebooks/{stem}\nchapters:\n  - file: book/bibliography\n",
                    stage / "_toc.yml")
         _sync_text(book_ready(executed.read_text()), stage / "notebooks" / f"{stem}.ipynb")

@@ -15,7 +15,7 @@ import pandas as pd
 from torch import Tensor
 
 from . import _checks, experiments, metrics
-from .attack import AttackResult, ood_attack
+from .attack import REPRODUCTION_ROUTINE, AttackResult, ood_attack
 
 EPS = "ε (L2)"
 """Name of the index of :meth:`Sweep.table`."""
@@ -58,7 +58,8 @@ def eps_sweep(f: Callable[[Tensor], Tensor], x_in: Tensor, x_start: Tensor, budg
     """Algorithm 1 (:func:`oodlib.attack.ood_attack`) on ``f`` from ``x_start`` (N, C, H, W) towards the codes of
     ``x_in`` (N, C, H, W), once per L2 budget ε of ``budgets`` (Section 2.1; pixel units in [0, 1]), each with the
     same ``steps``, ``seed`` and ``attack_options``. ``f`` is what ``ood_attack`` takes: a module, a bound method of
-    one, or a detector with ``target=`` one of its ``targets`` in ``attack_options``.
+    one, or a detector with ``target=`` one of its ``targets`` in ``attack_options``. The routine is
+    :data:`oodlib.attack.REPRODUCTION_ROUTINE` unless ``attack_options`` names another.
 
     Raises
     ------
@@ -69,5 +70,6 @@ def eps_sweep(f: Callable[[Tensor], Tensor], x_in: Tensor, x_start: Tensor, budg
         raise ValueError(f"budgets must be nonempty and distinct, got {list(budgets)}")
     for e in budgets:
         _checks.number(e, "budget", positive=True)
+    attack_options.setdefault("routine", REPRODUCTION_ROUTINE)
     runs = {e: ood_attack(f, x_in, x_start, eps=e, steps=steps, seed=seed, **attack_options) for e in budgets}
     return Sweep(runs, x_in[0].numel())

@@ -28,10 +28,13 @@ def eval_mode(module: nn.Module | None, *, freeze: bool = False) -> Iterator[Non
     restore each submodule's own mode and each parameter's ``requires_grad`` flag on exit, also on an exception.
 
     Restoring submodule by submodule (not ``module.train(flag)``) keeps a wrapper whose mode differs from its
-    wrapped model's as it was. ``None`` is a no-op, so callers need not test for a missing module."""
+    wrapped model's as it was. ``None`` is a no-op, so callers need not test for a missing module. Raises
+    ``TypeError`` for anything else that is not an ``nn.Module``."""
     if module is None:
         yield
         return
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"eval_mode takes a torch.nn.Module or None; got {type(module).__name__}")
     modes = [(m, m.training) for m in module.modules()]
     flags = [(p, p.requires_grad) for p in module.parameters()] if freeze else []
     try:
@@ -52,7 +55,10 @@ def batched(fn: Callable[[Tensor], Tensor], x: Tensor, batch_size: int, device: 
 
     ``x``: (N, ...) with N ≥ 1; ``batch_size``: a positive integer; ``device``: where each batch is evaluated
     (``None``: where ``x`` is). The caller chooses the grad mode (wrap in ``torch.no_grad()`` to build no graph).
-    Returns (N, ...) on the CPU. Raises ``ValueError`` for an empty ``x`` or a non-positive ``batch_size``."""
+    Returns (N, ...) on the CPU. Raises ``ValueError`` for an empty ``x`` or a non-positive ``batch_size`` and
+    ``TypeError`` if ``x`` is not a tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (N, ...); got {type(x).__name__}")
     _checks.nonempty(x, "x")
     batch_size = _checks.integer(batch_size, "batch_size", minimum=1)
     return torch.cat([fn(x[i:i + batch_size].to(device or x.device)).cpu() for i in range(0, len(x), batch_size)])

@@ -323,3 +323,36 @@ def test_a_detector_and_a_target_name_select_the_bound_method_and_freeze_the_det
     via_name = ood_attack(odin, x, _images(2, 33), target="logits", eps=1.0, steps=3, routine="authors")
     via_method = ood_attack(odin.logits, x, _images(2, 33), eps=1.0, steps=3, routine="authors")
     assert torch.equal(via_name.x, via_method.x)
+
+
+def test_every_routine_has_a_description():
+    from oodlib.attack import ROUTINE_DESCRIPTIONS, ROUTINES
+
+    assert set(ROUTINE_DESCRIPTIONS) == set(ROUTINES)
+
+
+def test_experiment_helpers_default_to_the_reproduction_routine(monkeypatch):
+    """The defaults policy (Appendix A): every experiment helper attacks with the authors' routine unless told."""
+    import oodlib.sweeps as sweeps
+    from oodlib.attack import REPRODUCTION_ROUTINE
+
+    seen = []
+
+    def fake_attack(*args, **kwargs):
+        seen.append(kwargs.get("routine"))
+        raise StopIteration
+
+    monkeypatch.setattr(sweeps, "ood_attack", fake_attack)
+    x = torch.rand(2, 1, 4, 4)
+    for options in ({}, {"routine": "fast"}):
+        with pytest.raises(StopIteration):
+            sweeps.eps_sweep(torch.nn.Flatten(), x, x, [1.0], steps=1, **options)
+    assert seen == [REPRODUCTION_ROUTINE, "fast"] and REPRODUCTION_ROUTINE == "authors"
+
+
+def test_steps_beyond_the_upper_bound_are_refused_before_any_work():
+    from oodlib.attack.ood import MAX_STEPS
+
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(ValueError, match="at most"):
+        ood_attack(nn.Flatten(), x, x, eps=1.0, steps=MAX_STEPS + 1)

@@ -209,31 +209,11 @@ def test_attack_evidence_gives_clean_attacked_natural_aurocs_and_the_ood_check()
 # --- sec31: Section 3.1 under the issue-14 rule
 
 
-def test_id_reference_targets_match_load_dataset_and_the_held_out_images_are_not_targets():
-    from oodlib import data
-
-    targets, (x_train, x_held) = experiments.id_reference("digits", 20, 15, seed=2)
-    same = data.load_dataset("digits", "test", limit=20, seed=2)
-    assert torch.equal(targets.x, same.x) and torch.equal(targets.y, same.y)
-    assert x_train.shape[0] == 15 and x_held.shape[0] == 15
-    # no held-out image is one of the targets (images compared exactly)
-    assert not any(torch.equal(h, t) for h in x_held for t in targets.x)
-    with pytest.raises(ValueError, match="none is left"):
-        experiments.id_reference("digits", 10 ** 6, 5)
-
-
-def test_start_images_pass_the_id_mean_only_to_the_mean_matched_start(x_in):
-    matched = experiments.start_images("noise_mean_matched", 4, x_in, seed=0, id_mean=0.1)
-    assert matched.shape == (4, *x_in.shape[1:]) and abs(float(matched.mean()) - 0.1) < 0.05
-    ct = experiments.start_images("ct", 3, x_in, id_mean=0.1)  # ignored for a picture start
-    assert torch.equal(ct[0], ct[2])
-
-
 def test_explicit_configs_run_the_named_routine_and_the_evidence_rows_carry_verdicts(model, x_in):
     configs = {"checker start": ("checker2", 2.0), "noise start": ("noise", 2.0)}
-    runs = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="authors", seed=0)
+    runs = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="authors", x_train=x_in, seed=0)
     assert all(r.result.params["routine"] == "authors" for r in runs.values())
-    fast = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="fast", seed=0)
+    fast = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="fast", x_train=x_in, seed=0)
     assert fast["noise start"].result.params["routine"] == "fast"
     reference = (x_in.flip(0), x_in)
     evidence = experiments.msp_evidence(model, x_in, runs, x_natural=x_in.flip(2), reference=reference)
@@ -253,7 +233,7 @@ def test_explicit_configs_run_the_named_routine_and_the_evidence_rows_carry_verd
 
 
 def test_mape_variant_rows_read_routine_eps_and_n_from_each_run(model, x_in):
-    x_start = experiments.start_images("noise", len(x_in), x_in, seed=1)
+    x_start = experiments.start_images("noise", len(x_in), x_train=x_in, seed=1)
     runs = experiments.compare_variants(model.features, x_in, x_start,
                                         {"a": {"routine": "authors", "eps": 1.0, "steps": 3},
                                          "b": {"routine": "fast", "eps": 2.0, "steps": 5}}, seed=0)

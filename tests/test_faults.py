@@ -401,3 +401,14 @@ def test_integer_parameters_refuse_booleans_floats_and_out_of_range_by_name(cnn,
         pytest.skip("pgd_linf allows steps=0 (a random point of the ball)")
     with pytest.raises(error, match=rf"^{name} must .*{words}"):
         INTEGER_PARAMETERS[case](cnn, bad)
+
+
+def test_an_unknown_or_missing_device_is_a_clear_value_error():
+    from oodlib.models import resolve_device
+
+    with pytest.raises(ValueError, match="unknown device 'tpu'; valid choices"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    assert resolve_device("cpu") == torch.device("cpu")

@@ -209,3 +209,16 @@ def test_mape_tensor_matches_mape():
     g = torch.Generator().manual_seed(0)
     z_in, z_out = torch.randn(5, 3, 4, generator=g), torch.randn(5, 3, 4, generator=g)
     torch.testing.assert_close(mape_tensor(z_out, z_in).double(), mape(z_out, z_in))
+
+
+def test_standardized_distance_is_the_correlation_distance_and_ignores_brightness_and_contrast():
+    from oodlib.metrics import nearest_image_distance, standardize_images
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1, 1, 5, 5, generator=g), torch.rand(1, 1, 5, 5, generator=g)
+    r = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+    d = nearest_image_distance(a, b, standardize=True)
+    assert torch.allclose(d, torch.sqrt(2 * (1 - r.double())).reshape(1), atol=1e-5)
+    assert torch.allclose(nearest_image_distance(0.2 + 0.1 * a, 0.9 * a, standardize=True),
+                          torch.zeros(1, dtype=torch.float64), atol=1e-3)
+    assert torch.equal(standardize_images(torch.full((1, 4), 0.3)), torch.zeros(1, 4))  # a constant image

@@ -4,13 +4,14 @@ This is what `make test` adds to the unit tests: the runner executes the stale n
 parallel, two jobs), each chapter is one test item, then Jupyter Book renders the executed notebooks with `-W`.
 """
 
+import dataclasses
 import json
 import math
 import re
 
 import pytest
 
-from oodlib import runner
+from oodlib import report, runner, verdicts
 
 NOTEBOOKS = runner.book_notebooks()
 # pages that gather or list rather than measure: the parameter table and the scorecard
@@ -27,7 +28,10 @@ def test_chapter_executes_with_the_smoke_profile(smoke_book, notebook):
     if notebook.stem not in CHAPTERS_WITHOUT_MEASUREMENTS:
         assert record["rows"], f"{notebook.name} recorded no results row"
     for row in record["rows"]:
-        assert set(row) == {"item", "metric", "measured", "paper", "note"}
+        fields = {field.name for field in dataclasses.fields(report.Row)}
+        assert set(row) in (fields, fields - set(report.JUDGING_FIELDS)), f"{notebook.name}: {sorted(row)}"
+        if row.get("verdict") == verdicts.REPRODUCED and row["clean"] is not None:  # an AUROC-under-attack claim
+            assert row["clean"] >= verdicts.CLEAN_AUROC_MIN and not row["id_like"], f"{notebook.name}: {row}"
         if row["measured"] is not None:
             assert math.isfinite(row["measured"]), f"{notebook.name}: {row['item']} measured {row['measured']}"
         if row["paper"] is not None:  # a paper value is never left without a measurement or the reason for none

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from oodlib.report import collect_results, profile_banner
 
 
@@ -72,3 +74,21 @@ def test_verdict_summary_counts_each_label_per_chapter_in_book_order():
     assert list(summary["chapter"]) == ["section3_1_imagenet", "appendix_c_odin", "all"]
     assert list(summary["judged"]) == [2, 1, 3]
     assert summary.iloc[-1][verdicts.NOT_TESTABLE] == 1 and summary.iloc[0][verdicts.REPRODUCED] == 1
+
+
+def test_counts_are_printed_as_integers_and_measurements_with_fixed_digits():
+    from oodlib.report import _fmt
+
+    assert _fmt(3) == "3" and _fmt(np.int64(12)) == "12"
+    assert _fmt(3.0) == "3.000" and _fmt(0.5, 2) == "0.50" and _fmt(None) == "—" and _fmt(1.5e-5) == "1.50e-05"
+
+
+def test_a_row_that_judges_nothing_is_saved_without_the_judging_fields(tmp_path):
+    from oodlib.report import Results
+
+    results = Results()
+    results.add("plain", "metric", 1.0)
+    results.add_attack("judged", attacked=0.5, clean=0.9, paper=0.5)
+    saved = json.loads(results.save(tmp_path / "rows.json").read_text())
+    assert set(saved[0]) == {"item", "metric", "measured", "paper", "note"}
+    assert saved[1]["verdict"] == "reproduced" and saved[1]["clean"] == 0.9

@@ -52,3 +52,11 @@ def test_batched_refuses_empty_and_bad_batch_size():
 def test_module_device():
     assert module_device(nn.Linear(2, 2)).type == "cpu"
     assert module_device(nn.ReLU()).type == "cpu"
+
+
+def test_batched_and_eval_mode_refuse_what_is_not_a_tensor_or_a_module():
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        batched(lambda t: t, [[1.0, 2.0]], 2)
+    with pytest.raises(TypeError, match="nn.Module"):
+        with eval_mode("model"):
+            pass

@@ -56,18 +56,35 @@ def _cluster(n, centre, spread, seed):
     return (centre + spread * torch.randn(n, 1, 4, 4, generator=g)).clamp(0, 1)
 
 
+def _bars(n: int, column: int, spread: float, seed: int) -> torch.Tensor:
+    """n 4×4 images: a bright vertical bar in ``column`` on a dark ground, plus Gaussian noise."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.full((n, 1, 4, 4), 0.1)
+    x[..., column] = 0.9
+    return (x + spread * torch.randn(n, 1, 4, 4, generator=g)).clamp(0, 1)
+
+
 def test_ood_check_flags_images_that_moved_into_the_training_set():
-    train, test = _cluster(200, 0.2, 0.05, 0), _cluster(50, 0.2, 0.05, 1)
-    far = torch.full((10, 1, 4, 4), 0.9)
+    train, test = _bars(200, 1, 0.05, 0), _bars(50, 1, 0.05, 1)
+    far = torch.eye(4).repeat(10, 1, 1, 1)  # a diagonal: another pattern
     check = ood_check(far, train, test)
     assert check.fraction_id_like == 0.0 and not check.id_like
-    assert torch.equal(check.distance, metrics.nearest_image_distance(far, train))
-    reference = metrics.nearest_image_distance(test, train)
+    assert torch.equal(check.distance, metrics.nearest_image_distance(far, train, standardize=True))
+    reference = metrics.nearest_image_distance(test, train, standardize=True)
     assert check.threshold == float(torch.quantile(reference, verdicts.ID_LIKE_QUANTILE))
     near = ood_check(train[:10] + 0.001, train, test)  # copies of training images
     assert near.fraction_id_like == 1.0 and near.id_like
     mixed = ood_check(torch.cat([far[:5], train[:5]]), train, test)
     assert mixed.fraction_id_like == 0.5 and not mixed.id_like  # "more than half" is strict
+
+
+def test_ood_check_judges_the_pattern_not_the_contrast():
+    """A faint copy of the OOD pattern is as OOD as the bright one and a faint copy of an ID image is ID-like (the
+    raw pixel distance judges faint images by their small values: the mean-matched noise case)."""
+    train, test = _bars(200, 1, 0.05, 0), _bars(50, 1, 0.05, 1)
+    faint_ood = 0.1 + 0.05 * torch.eye(4).repeat(10, 1, 1, 1)
+    assert ood_check(faint_ood, train, test).fraction_id_like == 0.0
+    assert ood_check(0.1 + 0.1 * train[:10], train, test).fraction_id_like == 1.0
 
 
 def test_ood_check_refuses_empty_batches():

@@ -53,6 +53,25 @@ ROUTINES: dict[str, dict] = {
     "fast": {"update": "adamax", "schedule": "cosine", "tol": 1e-4},
 }
 
+ROUTINE_DESCRIPTIONS: dict[str, str] = {
+    "authors": "the authors' routine (Adamax on the perturbation, fixed step α = ε/100, last iterate)",
+    "printed": "Algorithm 1 as printed (x ← clip(x − α·h(J')), fixed step α = ε/100)",
+    "fast": "the library's fast routine (the authors' Adamax update with a cosine-decayed step and early stopping "
+            "at MAPE ≤ 1e-4)",
+}
+"""One phrase per routine of :data:`ROUTINES`, for the pages that state which routine they ran."""
+
+MAX_STEPS = 10**7
+"""The most iterations one attack accepts: a thousand times the paper's N = 10⁴, days of GPU time on its models;
+a larger value is a typo (``-p steps 1e9``), not an experiment."""
+
+REPRODUCTION_ROUTINE = "authors"
+"""The routine of every experiment helper of this package when the caller names none (``oodlib.experiments``,
+``oodlib.sweeps``, ``oodlib.autoencoder``, ``oodlib.detectors.glow``): the authors' public implementation, because
+the chapters reproduce the authors' experiments. A chapter about what the attack *can* reach passes
+``routine="fast"`` explicitly and says so (the defaults policy, Appendix A). :func:`ood_attack` itself, a library
+function, defaults to ``"fast"``."""
+
 
 class NonFiniteGradientWarning(RuntimeWarning):
     """Some samples' input gradients were NaN or ±inf in some iterations; those steps were skipped (zero step)."""
@@ -211,8 +230,9 @@ def _check_numbers(**values: object) -> dict:
                record_every=_checks.optional_integer(values["record_every"], "record_every", minimum=1),
                seed=_checks.integer(values["seed"], "seed", minimum=0, maximum=_checks.SEED_MAX),
                first_index=_checks.integer(values["first_index"], "first_index", minimum=0))
-    for name in ("steps", "restarts", "batch_size", "check_every"):
+    for name in ("restarts", "batch_size", "check_every"):
         out[name] = _checks.integer(values[name], name, minimum=1)
+    out["steps"] = _checks.integer(values["steps"], "steps", minimum=1, maximum=MAX_STEPS)
     return out
 
 

@@ -5,21 +5,26 @@ plain classifier; Outlier Exposure on its own network) and the robust detectors 
 AOE, BAL). Columns are threat models (:data:`THREATS`):
 
 - ``clean`` — no attack: in-distribution test images against natural OOD images;
-- ``noise`` — no attack, uniform-noise images instead (a reference: on MNIST-like data many detectors score noise
-  *above* the digits, so noise is no start image for an attack here);
+- ``start`` — no attack: against the start images of Algorithm 1 (:attr:`EvalData.x_start`; by default the natural
+  OOD images, in the leaderboard chapter noise with the ID set's mean grey level);
+- ``noise`` — no attack, uniform-noise images instead (a labelled comparison: on MNIST-like data many detectors
+  score uniform noise *above* the digits, so it is no start image for an attack here);
 - ``atom_pgd`` — ATOM's evaluation: L∞ PGD on the OOD images raising the row's in-score, ε = 8/255
   (:func:`oodlib.attack.pgd.atom_threat`);
 - ``aloe_pgd`` — ALOE's evaluation: L∞ PGD, ε = 1/255, lowering the in-score of the ID images and raising that of
   the OOD images (:func:`oodlib.attack.pgd.aloe_threat`);
 - ``aoe_fgsm`` — AOE's threat: one FGSM step lowering the energy of the OOD images under the row's classifier
   (:func:`oodlib.attack.pgd.aoe_threat`);
-- ``ood_features`` / ``ood_logits`` — Algorithm 1 of Liang et al. starting from the natural OOD images, matching
-  the penultimate features / the logits of paired ID images inside an L2 ball (:func:`oodlib.attack.ood_attack`);
+- ``ood_features`` / ``ood_logits`` — Algorithm 1 of Liang et al. starting from :attr:`EvalData.x_start`,
+  matching the penultimate features / the logits of paired ID images inside an L2 ball
+  (:func:`oodlib.attack.ood_attack`);
 - ``ood_adaptive`` — Algorithm 1 aimed at the row's own score as well: ``f(x) = [features(x), λ·score(x)]``
   (:class:`AdaptiveTarget`).
 
 Every cell holds the AUROC (ID positive, in-scores) and the FPR at 95% TPR (convention A: the fraction of OOD
-accepted at the threshold that keeps 95% of ID).
+accepted at the threshold that keeps 95% of ID), and, for an attack, the same detector's clean AUROC against the
+unattacked images the attack started from (:attr:`Outcome.clean`) and, when :attr:`EvalData.reference` is given,
+whether the attacked images became in-distribution-like (:func:`oodlib.verdicts.ood_check`).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from .. import metrics
+from .. import metrics, verdicts
 from ..attack import ood_attack, owning_module
 from ..attack.pgd import aloe_threat, aoe_threat, atom_threat
 from ..detectors.base import DETECTORS, Detector, make_detector
@@ -63,14 +68,20 @@ ROWS: dict[str, Row] = {row.label: row for row in (
     Row("BAL", "standard", "bal", "oodlib.defenses.bal", "Pei et al. 2022 (BAL)"),
 )}
 
-THREATS: tuple[str, ...] = ("clean", "noise", "atom_pgd", "aloe_pgd", "aoe_fgsm", "ood_features", "ood_logits",
-                            "ood_adaptive")
+THREATS: tuple[str, ...] = ("clean", "start", "noise", "atom_pgd", "aloe_pgd", "aoe_fgsm", "ood_features",
+                            "ood_logits", "ood_adaptive")
+CLEAN_THREATS: tuple[str, ...] = ("clean", "start", "noise")
+"""The columns without an attack."""
+THREAT_STARTS: dict[str, str] = {"atom_pgd": "clean", "aloe_pgd": "clean", "aoe_fgsm": "clean",
+                                 "ood_features": "start", "ood_logits": "start", "ood_adaptive": "start"}
+"""For each attack, the column of the unattacked images it starts from (its clean companion)."""
 THREAT_LABELS: dict[str, str] = {
-    "clean": "clean", "noise": "noise (no attack)", "atom_pgd": "ATOM L∞ PGD (ε = 8/255)",
+    "clean": "clean (natural OOD)", "start": "Alg. 1 start (no attack)",
+    "noise": "uniform noise (no attack, comparison)", "atom_pgd": "ATOM L∞ PGD (ε = 8/255)",
     "aloe_pgd": "ALOE L∞ PGD (ε = 1/255, ID + OOD)", "aoe_fgsm": "AOE FGSM on energy", "ood_features": "OOD attack: features", "ood_logits": "OOD attack: logits",
     "ood_adaptive": "OOD attack: adaptive"}
 THREAT_SHORT: dict[str, str] = {
-    "clean": "natural OOD", "noise": "noise", "atom_pgd": "ATOM PGD", "aloe_pgd": "ALOE PGD", "aoe_fgsm": "AOE FGSM",
+    "clean": "natural OOD", "start": "Alg.1 start", "noise": "uniform noise", "atom_pgd": "ATOM PGD", "aloe_pgd": "ALOE PGD", "aoe_fgsm": "AOE FGSM",
     "ood_features": "Alg.1 feat.", "ood_logits": "Alg.1 logits", "ood_adaptive": "Alg.1 adapt."}
 """Short threat names for figure labels."""
 
@@ -129,30 +140,42 @@ class ThreatSettings:
 @dataclass
 class EvalData:
     """The images every row is evaluated on: ID test images ``x_in``; natural OOD images ``x_ood``, one per ID
-    image — clean, under the small-ball attacks, and as the start images of Algorithm 1 (each paired with the ID
-    image of the same index); uniform-noise images ``x_noise`` (the ``noise`` reference column); and the ID
-    training set ``x_train``, ``y_train`` that detectors fit their statistics on."""
+    image — clean and under the small-ball attacks; uniform-noise images ``x_noise`` (the ``noise`` comparison
+    column); the ID training set ``x_train``, ``y_train`` that detectors fit their statistics on; the start images
+    of Algorithm 1 ``x_start``, one per ID image, paired by index (None: ``x_ood``); and ``reference`` =
+    ``(x_train, x_id_test)``, ID training images and held-out ID images not among ``x_in``, for the ID-likeness
+    check of the attacked images (:func:`oodlib.verdicts.ood_check`; None: not checked)."""
 
     x_in: Tensor
     x_ood: Tensor
     x_noise: Tensor
     x_train: Tensor
     y_train: Tensor
+    x_start: Tensor | None = None
+    reference: tuple[Tensor, Tensor] | None = None
 
     def __post_init__(self) -> None:
-        if len(self.x_ood) != len(self.x_in):
-            raise ValueError(f"x_ood must hold one start image per ID image: {len(self.x_ood)} vs {len(self.x_in)}")
+        if self.x_start is None:
+            self.x_start = self.x_ood
+        for name, x in (("x_ood", self.x_ood), ("x_start", self.x_start)):
+            if len(x) != len(self.x_in):
+                raise ValueError(f"{name} must hold one start image per ID image: {len(x)} vs {len(self.x_in)}")
 
 
 @dataclass
 class Outcome:
-    """One cell: the detection metrics and what they were computed from."""
+    """One cell: the detection metrics and what they were computed from. ``clean``: the AUROC of the same detector
+    against the unattacked images this cell's images came from (:data:`THREAT_STARTS`; a column without an attack
+    is its own clean companion); ``ood``: :func:`oodlib.verdicts.ood_check` of an attacked cell's images (None for
+    the columns without an attack, or without :attr:`EvalData.reference`)."""
 
     auroc: float
     fpr95: float
     score_in: Tensor
     score_out: Tensor
     x_out: Tensor
+    clean: float = float("nan")
+    ood: verdicts.OODCheck | None = None
 
 
 @dataclass
@@ -166,9 +189,25 @@ class Leaderboard:
     missing: dict[str, str] = field(default_factory=dict)
 
     def cell(self, row: str, threat: str) -> str:
-        """``"AUROC / FPR95"`` of one cell, 3 and 2 decimals."""
+        """``"AUROC / FPR95"`` of a column without an attack, ``"clean → attacked AUROC / FPR95"`` of an attack
+        (clean: the same detector on the unattacked images the attack started from), 3 and 2 decimals."""
         o = self.outcomes[row][threat]
-        return f"{o.auroc:.3f} / {o.fpr95:.2f}"
+        if threat in CLEAN_THREATS:
+            return f"{o.auroc:.3f} / {o.fpr95:.2f}"
+        return f"{o.clean:.3f} → {o.auroc:.3f} / {o.fpr95:.2f}"
+
+    def attack_row(self, row: str, threat: str) -> dict:
+        """The evidence of one attacked cell as keyword arguments of :meth:`oodlib.report.Results.add_attack`:
+        ``attacked`` and ``clean`` (:attr:`Outcome.clean`), ``clean_natural`` (the row's ``clean`` column, None if
+        not evaluated), ``id_like`` (None if not checked) and ``clean_offered`` (the row's other columns without an
+        attack). Raises ``ValueError`` for a column without an attack."""
+        if threat in CLEAN_THREATS:
+            raise ValueError(f"{threat!r} is a column without an attack")
+        cells, o = self.outcomes[row], self.outcomes[row][threat]
+        natural = cells.get("clean")
+        offered = [cells[t].auroc for t in CLEAN_THREATS if t in cells and t != THREAT_STARTS[threat]]
+        return {"attacked": o.auroc, "clean": o.clean, "clean_natural": None if natural is None else natural.auroc,
+                "id_like": None if o.ood is None else o.ood.id_like, "clean_offered": offered}
 
     def table_rows(self, threats: Sequence[str]) -> list[list]:
         """Rows for :func:`oodlib.report.markdown_table`: label, ID accuracy, then one cell per threat."""
@@ -235,10 +274,10 @@ def load_detector(row: Row, model: nn.Module, data: EvalData, options: Mapping |
 
 
 def algorithm1(f: Callable[[Tensor], Tensor], data: EvalData, settings: ThreatSettings) -> Tensor:
-    """Algorithm 1 from the natural OOD images ``data.x_ood`` toward the codes ``f(data.x_in)`` of the paired ID
-    images (routine ``settings.ood_routine``)."""
+    """Algorithm 1 from the start images ``data.x_start`` (by default the natural OOD images) toward the codes
+    ``f(data.x_in)`` of the paired ID images (routine ``settings.ood_routine``)."""
     targets = _batched(f, data.x_in)
-    return ood_attack(f, None, data.x_ood, z_in=targets, eps=settings.ood_eps, steps=settings.ood_steps,
+    return ood_attack(f, None, data.x_start, z_in=targets, eps=settings.ood_eps, steps=settings.ood_steps,
                       routine=settings.ood_routine, seed=settings.seed).x
 
 
@@ -255,6 +294,8 @@ def evaluate_row(detector: Detector, model: nn.Module, data: EvalData, settings:
     for threat in threats:
         if threat == "clean":
             out[threat] = _outcome(detector, data.x_in, data.x_ood, score_in)
+        elif threat == "start":
+            out[threat] = _outcome(detector, data.x_in, data.x_start, score_in)
         elif threat == "noise":
             out[threat] = _outcome(detector, data.x_in, data.x_noise, score_in)
         elif threat == "atom_pgd":
@@ -277,7 +318,26 @@ def evaluate_row(detector: Detector, model: nn.Module, data: EvalData, settings:
             weight = adaptive_weight(model, detector, data.x_in, settings.adaptive_weight)
             x = algorithm1(AdaptiveTarget(model, detector, weight), data, settings)
             out[threat] = _outcome(detector, data.x_in, x, score_in)
+    _add_evidence(out, detector, data, score_in)
     return out
+
+
+def _add_evidence(out: dict[str, Outcome], detector: Detector, data: EvalData, score_in: Tensor) -> None:
+    """Fill each outcome's clean companion (:data:`THREAT_STARTS`; computed here when its column was not asked
+    for) and, for the attacks, the ID-likeness check of the attacked images when ``data.reference`` is given."""
+    unattacked = {"clean": data.x_ood, "start": data.x_start}
+    clean: dict[str, float] = {}
+    for threat, outcome in out.items():
+        source = THREAT_STARTS.get(threat)
+        if source is None:
+            outcome.clean = outcome.auroc
+            continue
+        if source not in clean:
+            clean[source] = out[source].auroc if source in out else \
+                _outcome(detector, data.x_in, unattacked[source], score_in).auroc
+        outcome.clean = clean[source]
+        if data.reference is not None:
+            outcome.ood = verdicts.ood_check(outcome.x_out, *data.reference)
 
 
 def run(rows: Sequence[str | Row], models: Mapping[str, nn.Module], accuracies: Mapping[str, float],

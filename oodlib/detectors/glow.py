@@ -29,7 +29,7 @@ from PIL import Image
 from torch import Tensor
 
 from .. import _checks, data, metrics
-from ..attack import AttackResult, ood_attack
+from ..attack import REPRODUCTION_ROUTINE, AttackResult, ood_attack
 from ..flows import Glow
 from .base import Detector, register_detector
 
@@ -158,7 +158,8 @@ def attack_from_starts(detector: GlowNLL, x_in: Tensor, starts: list[str], *, ep
     from each start image, one attacked image per in-distribution image of ``x_in``, whose score is matched.
 
     The start images are built at ``x_in``'s size and channels (a colour spiral becomes grey on a grey flow);
-    all starts are attacked in one batch. ``attack_options`` go to :func:`~oodlib.attack.ood_attack`.
+    all starts are attacked in one batch. ``attack_options`` go to :func:`~oodlib.attack.ood_attack` (the routine is
+    :data:`oodlib.attack.REPRODUCTION_ROUTINE` unless they name another).
     """
     _checks.nonempty(x_in, "x_in")
     n, size, channels = len(x_in), x_in.shape[-1], x_in.shape[1]
@@ -201,6 +202,7 @@ class _Batch:
 
 def _attack(detector: GlowNLL, x_start: Tensor, target: Tensor, *, eps: float, steps: int, seed: int,
             **attack_options) -> _Batch:
+    attack_options.setdefault("routine", REPRODUCTION_ROUTINE)
     result = ood_attack(detector, None, x_start, z_in=target.unsqueeze(1), target="score", eps=eps, steps=steps,
                         seed=seed, **attack_options)
     return _Batch(detector, x_start, target, result)

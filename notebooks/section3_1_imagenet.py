@@ -128,15 +128,15 @@ profile_banner(profile, {"dataset": dataset, "archs": archs, "recipe": recipe, "
 configs = {arch: {names["medical"]: (medical_start, eps_medical), names["standin"]: (standin_start, eps_noise[i])}
            for i, arch in enumerate(archs)}
 configs[archs[0]][names["noise"]] = ("noise", eps_noise[0])  # the comparison row: first encoder only
-runs = {arch: experiments.attack_configs_explicit(models[arch], x_in, configs[arch], steps=steps, routine="authors",
-                                                  x_train=train.x, seed=seed)
+runs = {arch: experiments.attack_configs(models[arch], x_in, configs[arch], steps=steps, routine="authors",
+                                         id_mean=experiments.id_mean(train.x), seed=seed)
         for arch in archs}
 evidence = {arch: experiments.msp_evidence(models[arch], x_in, runs[arch], x_natural=x_natural, reference=reference)
             for arch in archs}
 ablation_configs = {f"{names['standin']}, ε = {eps_large_noise:g} (budget ablation)": (standin_start,
                                                                                        eps_large_noise)}
-ablation = experiments.attack_configs_explicit(models[archs[0]], x_in, ablation_configs, steps=steps,
-                                               routine="authors", x_train=train.x, seed=seed)
+ablation = experiments.attack_configs(models[archs[0]], x_in, ablation_configs, steps=steps, routine="authors",
+                                     id_mean=experiments.id_mean(train.x), seed=seed)
 ablation_evidence = experiments.msp_evidence(models[archs[0]], x_in, ablation, x_natural=x_natural,
                                              reference=reference)
 examples = experiments.example_indices(test.y, n_examples)

@@ -71,13 +71,15 @@ def encode(model: Classifier, x: Tensor, batch_size: int = 512) -> Tensor:
 
 
 def attack_from_start(model: Classifier, x_in: Tensor, start: str, *, eps: float, steps: int, seed: int = 0,
-                      **attack_options) -> StartRun:
-    """Algorithm 1 on ``model.features`` from the start image ``start`` (per-sample noise for ``"noise"``),
-    paired with each image of ``x_in``. The reproduction chapters claim to reproduce the paper, so the routine is
+                      id_mean: Tensor | float | None = None, **attack_options) -> StartRun:
+    """Algorithm 1 on ``model.features`` from the start image ``start`` (per-sample noise for the noise starts),
+    paired with each image of ``x_in``. ``id_mean`` (:func:`id_mean` of the ID training images) is used by the
+    ``"noise_mean_matched"`` start only. The reproduction chapters claim to reproduce the paper, so the routine is
     :data:`REPRODUCTION_ROUTINE` unless ``attack_options`` names another."""
     _checks.nonempty(x_in, "x_in")
     attack_options.setdefault("routine", REPRODUCTION_ROUTINE)
-    x_start = data.start_batch(start, len(x_in), size=x_in.shape[-1], channels=x_in.shape[1], seed=seed)
+    x_start = data.start_batch(start, len(x_in), size=x_in.shape[-1], channels=x_in.shape[1], seed=seed,
+                               id_mean=id_mean if start == "noise_mean_matched" else None)
     result = ood_attack(model.features, x_in, x_start, eps=eps, steps=steps, seed=seed, **attack_options)
     z_in, z_start, z_attacked = encode(model, x_in), encode(model, x_start), encode(model, result.x)
     return StartRun(start=start, eps=eps, x_start=x_start, x_attacked=result.x, z_in=z_in, z_start=z_start,
@@ -195,7 +197,7 @@ def median_curve(result: AttackResult) -> tuple[Tensor, Tensor]:
 
 START_LABELS: dict[str, str] = {"ct": "CT", "mr": "MR", "xray": "chest x-ray", "fundus": "fundus photo",
                                 "spiral": "colour spiral", "checker2": "2×2 checkerboard",
-                                "checker8": "8×8 checkerboard"}
+                                "checker8": "8×8 checkerboard", "noise_mean_matched": "mean-matched noise"}
 """Display names of start images that differ from their key (``"xray"``, the paper's chest x-ray, has no offline
 image: it only labels the rows that say it was not reproduced)."""
 
@@ -322,10 +324,11 @@ def add_auroc_rows(results: Results, item_prefix: str, table: dict[str, dict[str
 
 
 def attack_configs(model: Classifier, x_in: Tensor, configs: dict[str, tuple[str, float]], *, steps: int,
-                   seed: int = 0, **attack_options) -> dict[str, StartRun]:
+                   seed: int = 0, id_mean: Tensor | float | None = None, **attack_options) -> dict[str, StartRun]:
     """:func:`attack_from_start` for each named ``(start image, ε)`` configuration — unlike
     :func:`attack_from_starts`, one start image may appear at several budgets (Appendix B.3 at two values of ε)."""
-    return {name: attack_from_start(model, x_in, start, eps=eps, steps=steps, seed=seed, **attack_options)
+    return {name: attack_from_start(model, x_in, start, eps=eps, steps=steps, seed=seed, id_mean=id_mean,
+                                    **attack_options)
             for name, (start, eps) in configs.items()}
 
 
@@ -501,27 +504,6 @@ def runs_evidence(detector: Detector, x_in: Tensor, runs: dict[str, DetectorAtta
 # --- sec31
 # Section 3.1 under the issue-14 rule: Table 1 judged on start images the clean MSP detector catches, the MAPE claim
 # with the authors' routine beside the library's fast one, and the uniform-noise finding measured.
-
-
-START_LABELS.setdefault("noise_mean_matched", "mean-matched noise")  # display name of the issue-14 start
-
-
-def attack_configs_explicit(model: Classifier, x_in: Tensor, configs: dict[str, tuple[str, float]], *, steps: int,
-                            routine: str, x_train: Tensor, seed: int = 0) -> dict[str, StartRun]:
-    """:func:`attack_configs` with the routine named by the caller (the issue's routine policy) and any start of
-    :func:`start_images` (``x_train``: ID training images, (N, C, H, W), for the ``"noise_mean_matched"`` start's
-    mean grey level). Each named ``(start image, ε)`` configuration is attacked on ``model.features``, start ``i``
-    paired with ``x_in[i]``. Raises ``ValueError`` for an empty ``x_in`` or ``x_train``."""
-    _checks.nonempty(x_in, "x_in")
-    runs = {}
-    for name, (start, eps) in configs.items():
-        x_start = start_images(start, len(x_in), x_train=x_train, seed=seed)
-        result = ood_attack(model.features, x_in, x_start, eps=eps, steps=steps, seed=seed, routine=routine)
-        z_in, z_start, z_attacked = encode(model, x_in), encode(model, x_start), encode(model, result.x)
-        runs[name] = StartRun(start=start, eps=eps, x_start=x_start, x_attacked=result.x, z_in=z_in,
-                              z_start=z_start, z_attacked=z_attacked, mape=metrics.mape(z_attacked, z_in).float(),
-                              mape_start=metrics.mape(z_start, z_in).float(), result=result)
-    return runs
 
 
 def msp_evidence(model: Classifier, x_in: Tensor, runs: dict[str, StartRun], *, x_natural: Tensor,

@@ -209,11 +209,14 @@ def test_attack_evidence_gives_clean_attacked_natural_aurocs_and_the_ood_check()
 # --- sec31: Section 3.1 under the issue-14 rule
 
 
-def test_explicit_configs_run_the_named_routine_and_the_evidence_rows_carry_verdicts(model, x_in):
-    configs = {"checker start": ("checker2", 2.0), "noise start": ("noise", 2.0)}
-    runs = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="authors", x_train=x_in, seed=0)
+def test_configs_run_the_named_routine_and_the_evidence_rows_carry_verdicts(model, x_in):
+    configs = {"checker start": ("checker2", 2.0), "noise start": ("noise", 2.0),
+               "matched start": ("noise_mean_matched", 2.0)}
+    mean = experiments.id_mean(x_in)
+    runs = experiments.attack_configs(model, x_in, configs, steps=4, routine="authors", id_mean=mean, seed=0)
     assert all(r.result.params["routine"] == "authors" for r in runs.values())
-    fast = experiments.attack_configs_explicit(model, x_in, configs, steps=4, routine="fast", x_train=x_in, seed=0)
+    assert torch.allclose(runs["matched start"].x_start.mean(), mean.mean(), atol=0.05)
+    fast = experiments.attack_configs(model, x_in, configs, steps=4, routine="fast", id_mean=mean, seed=0)
     assert fast["noise start"].result.params["routine"] == "fast"
     reference = (x_in.flip(0), x_in)
     evidence = experiments.msp_evidence(model, x_in, runs, x_natural=x_in.flip(2), reference=reference)
@@ -228,7 +231,7 @@ def test_explicit_configs_run_the_named_routine_and_the_evidence_rows_carry_verd
     assert (rows["checker start"].verdict == lone["only"].verdict) == (
         (evidence["checker start"].clean >= 0.8) or (evidence["noise start"].clean < 0.8))
     table = experiments.evidence_rows(runs, evidence, rows)
-    assert len(table) == 2 and len(table[0]) == len(experiments.EVIDENCE_HEADER)
+    assert len(table) == 3 and len(table[0]) == len(experiments.EVIDENCE_HEADER)
     assert table[0][-1] == rows["checker start"].verdict and table[1][-1] == "—" and table[1][-2] == "—"
 
 

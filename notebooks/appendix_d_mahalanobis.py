@@ -58,7 +58,7 @@ ridge: float = 1e-6  # > 0; ridge added to the class covariance before inversion
 # %%
 import torch
 
-from oodlib import data, experiments, plots
+from oodlib import data, experiments, metrics, plots
 from oodlib.attack import ood_attack
 from oodlib.detectors.mahalanobis import Mahalanobis
 from oodlib.params import check_chapter
@@ -266,8 +266,8 @@ glue_value("worst_layer_mape", layer_mape_median["f = features"][worst])
 glue_value("best_layer_mape", layer_mape_median["f = features"].min())
 glue_value("concat_mape", mape[(names[0], magnitudes[0], "features")])
 markdown_table(["images", *[f"layer {i + 1}" for i in range(first.n_layers)], "concatenated f"],
-               [[k, *v.tolist(), experiments.layer_mape(lambda x: [first.features(x)], layer_attacks[k],
-                                                         x_in[names[0]]).median()]
+               [[k, *v.tolist(), metrics.mape(first.features(layer_attacks[k]).detach(),
+                                              first.features(x_in[names[0]]).detach()).median()]
                 for k, v in layer_mape_median.items()],
                caption=f"Median MAPE of each layer's pooled features against the paired test image's "
                        f"({names[0]}; the concatenation of these layers is f = features; profile {profile})",

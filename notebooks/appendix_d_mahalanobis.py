@@ -281,6 +281,8 @@ markdown_table(["images", *[f"layer {i + 1}" for i in range(first.n_layers)], "c
                caption=f"Median MAPE of each layer's pooled features against the paired test image's "
                        f"({names[0]}; the concatenation of these layers is f = features; profile {profile})",
                name="tbl-d-layer-mape", digits=4)
+
+# %%
 layer_rows = {"test images": first.layer_scores(x_in[names[0]]),
               **{f"attacked, {k}": first.layer_scores(x) for k, x in list(layer_attacks.items())[:2]},
               f"{experiments.start_label(start)} starts": first.layer_scores(x_start[names[0]])}

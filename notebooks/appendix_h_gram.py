@@ -166,6 +166,8 @@ markdown_table(["start image", "clean AUROC"], [[experiments.start_label(k), v] 
                caption=f"Clean AUROC of the Gram detector: {n_samples} test images against {n_samples} images of "
                        f"each start the chapter offers, and {len(test)} test images against natural crops (ID "
                        f"positive, in-score −Δ; profile {profile})", name="tbl-h-clean")
+
+# %%
 glue_value("zero_in", (delta_in == 0).double().mean())
 glue_value("delta_in", delta_in.median())
 glue_value("delta_out", delta_out.median())

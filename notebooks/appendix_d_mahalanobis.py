@@ -220,10 +220,9 @@ markdown_table(["in-distribution", "PM", "f(x)", "N", "median MAPE of f", "clean
 # On the {glue:text}`start` starts the clean detector's lowest AUROC is {glue:text}`clean_start_min:.3f`
 # ({numref}`tbl-d-clean`); the attacked images of {glue:text}`n_id_like` of the {glue:text}`n_rows` rows came as
 # close to a training image as held-out test images are (the rule then does not count them as reproduced; by the
-# same measure a fraction {glue:text}`start_id_like:.2f` of the unattacked starts of the first set already
-# is). With
-# f = the score the verdict is
-# *{glue:text}`score_verdict_first`* on the first set (lowest attacked AUROC over the PMs
+# same measure a fraction {glue:text}`start_id_like:.2f` of the unattacked starts of the first set already is).
+# With f = the score the verdict is *{glue:text}`score_verdict_first`* on the first set (lowest attacked AUROC
+# over the PMs
 # {glue:text}`score_auroc_first:.3f`, median relative error down to {glue:text}`score_mape_first:.3f`) and
 # *{glue:text}`score_verdict_second`* on the second ({glue:text}`score_auroc_second:.3f`, relative error
 # {glue:text}`score_mape_second:.3f`). With f = the concatenated features it is

@@ -252,7 +252,7 @@ glue_value("ablation_eps", ablation_eps_factor * eps)
 glue_value("ablation_rms", experiments.rms_per_value(ablation_eps_factor * eps, n_values))
 glue_value("ablation_auroc", ablation_evidence.attacked)
 glue_value("ablation_mape", ablation.mape.median())
-glue_value("ablation_base", attacked[(*ablation_key, "score")])
+glue_value("ablation_base", attacked[(*ablation_key, "score")]);
 
 # %% [markdown]
 # ## Which part of f the features attack leaves unmatched

@@ -40,12 +40,15 @@ dataset: str = "mnist5k"  # one of datasets; in-distribution dataset
 arch: str = "small_cnn"  # one of archs; classifier architecture
 epochs: int = 6  # > 0; training epochs of the classifier
 n_eval: int = 1000  # > 0; test images the detector is evaluated on
+n_reference: int = 2000  # > 0; training images of the check that attacked images stay out-of-distribution
 n_samples: int = 100  # > 0; in-distribution test images attacked
-start: str = "noise"  # one of start images; start image x'_out of the attack
-eps: float = 10.0  # > 0; L2 budget ε of the attack, [0, 1] pixel units
+start: str = "checker2"  # one of start images; start image x'_out of the attack
+offered: list[str] = ["noise", "noise_mean_matched", "checker2", "ct", "camera"]  # one of start images and nonempty; start images whose clean AUROC is measured
+eps_paper: float = 10.0  # > 0; the paper's L2 budget on its 32×32×3 images; the attack keeps its RMS change per value
+ablation_eps_factor: float = 2.0  # > 0; factor on ε of the budget ablation of the plain-logits attack
 steps: int = 100  # > 0; attack iterations N
-temperatures: list[float] = [1.0, 10.0, 100.0, 1000.0]  # > 0 and nonempty; ODIN temperatures T
-magnitudes: list[float] = [0.0, 0.001, 0.002, 0.004]  # at least 0 and nonempty; ODIN input-perturbation magnitudes
+temperatures: list[float] = [1.0, 1000.0]  # > 0 and nonempty; ODIN temperatures T
+magnitudes: list[float] = [0.0, 0.001, 0.004]  # at least 0 and nonempty; ODIN input-perturbation magnitudes
 figure_temperature: float = 1000.0  # in temperatures; T of the figures
 figure_magnitude: float = 0.001  # in magnitudes; magnitude of the figures
 
@@ -58,22 +61,26 @@ from oodlib.detectors.energy import Energy
 from oodlib.detectors.odin import ODIN
 from oodlib.params import check_chapter
 from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
-from oodlib.store import ModelSpec, get_model, model_info
+from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_c_odin", globals())  # the declared parameters, checked as the runner does
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 model = get_model(spec, device=device)
 test = data.load_dataset(dataset, "test", limit=n_eval, seed=seed)
+x_train = training_data(spec, "train").subset(n_reference, seed=seed).x
 x_eval = test.x
 x_in = test.subset(n_samples, seed=seed).x
 size, channels = x_in.shape[-1], x_in.shape[1]
 x_natural = data.natural_ood_set(len(x_eval), size=size, channels=channels, seed=seed)
-x_start = data.start_batch(start, n_samples, size=size, channels=channels, seed=seed)
+starts = experiments.start_batches(sorted({*offered, start}), n_samples, size=size, channels=channels, seed=seed,
+                                   id_mean=float(x_train.mean()))
 x_natural_start = data.natural_ood_set(n_samples, size=size, channels=channels, seed=seed + 1)
+starts["natural crops"] = x_natural_start
+x_start = starts[start]
+reference = (x_train, experiments.rows_not_in(x_eval, x_in))
 n_values = x_in[0].numel()
-eps_cifar = paper_value("appendices", "eps_cifar")  # the paper's ε = 10 on 32×32×3
-eps_matched = experiments.scale_eps(eps_cifar, n_values, paper_values=3 * 32 * 32)
+eps = experiments.scale_eps(eps_paper, n_values, paper_values=3 * 32 * 32)
 configs = [(t, m) for m in magnitudes for t in temperatures]
 detectors = {c: ODIN(model, temperature=c[0], magnitude=c[1]) for c in configs}
 energy = Energy(model)
@@ -81,99 +88,108 @@ figure_config = (figure_temperature, figure_magnitude)
 paper_auroc = paper_value("appendix_c", "attacked_auroc")  # Table 2: every T and PM
 results = Results()
 accuracy = glue_value("accuracy", model_info(spec)["test_accuracy"])
-rms_paper = experiments.rms_per_value(eps_cifar, 3 * 32 * 32)
-glue_values(n_samples=n_samples, n_eval=len(x_eval), steps=steps, eps=eps, eps_matched=eps_matched,
-            rms_eps=experiments.rms_per_value(eps, n_values), rms_paper=rms_paper)
+glue_values(n_samples=n_samples, n_eval=len(x_eval), steps=steps, eps=eps,
+            rms_eps=experiments.rms_per_value(eps, n_values), start=experiments.start_label(start))
 profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_eval": len(x_eval),
-                         "n_samples": n_samples, "start": start, "eps": eps, "steps": steps,
-                         "temperatures": temperatures, "magnitudes": magnitudes},
+                         "n_samples": n_samples, "start": start, "offered": offered, "eps_paper": eps_paper,
+                         "steps": steps, "temperatures": temperatures, "magnitudes": magnitudes},
                departures=f"The paper attacks a WRN-28-10 (94.71% accuracy) on all 10,000 CIFAR-10 test images "
-                          f"(32×32×3) with ε = 10 and N = 100. Here a {arch} ({accuracy:.1%} test accuracy) on "
-                          f"{n_samples} {dataset} test images ({n_values} values each) with the same N and ε = "
-                          f"{eps:g}, which on this image size is a root-mean-square change of "
-                          f"{experiments.rms_per_value(eps, n_values):.3f} per value against the paper's "
-                          f"{rms_paper:.3f}: the budget with the paper's per-value size (ε = {eps_matched:.2f}) "
-                          f"cannot match the logits from noise on this model (see below). Clean detection uses "
-                          f"{len(x_eval)} test images against as many natural-image crops.")
+                          f"(32×32×3) from uniform noise with ε = {eps_paper:g} and N = 100, for T in {{1, 10, 100, "
+                          f"1000}} and PM in {{0, 0.001, 0.002, 0.004}}. Here a {arch} ({accuracy:.1%} test "
+                          f"accuracy) on {n_samples} {dataset} test images ({n_values} values each), the "
+                          f"{experiments.start_label(start)} start, the same N, ε = {eps:.2f} (the paper's "
+                          f"root-mean-square change of {experiments.rms_per_value(eps, n_values):.3f} per value, "
+                          f"Appendix A) and the grid T in {temperatures}, PM in {magnitudes}. Clean detection uses "
+                          f"{len(x_eval)} test images against as many natural-image crops, and {n_samples} test "
+                          f"images against {n_samples} images of each start.")
 
 # %% [markdown]
 # ## Clean detection
 #
-# Before any attack: the AUROC (in-distribution positive) of each ODIN setting and of the energy score, against
-# natural-image crops (`oodlib.data.natural_ood_set`, {glue:text}`n_eval` of each) and against the noise images
-# that the attack starts from.
+# Before any attack: the AUROC (in-distribution positive) of each ODIN setting and of the energy score against
+# natural-image crops (`oodlib.data.natural_ood_set`, {glue:text}`n_eval` of each) and against every start this
+# chapter offers — uniform noise, uniform noise with the digits' mean grey level, a 2×2 checkerboard, a CT slice,
+# a photograph, and a second draw of natural crops. A claim "AUROC under attack ≈ 0.5" tests a setting only from a
+# start that setting catches (the book's rule asks for a clean AUROC ≥ 0.8).
 
 # %%
 clean_natural = {c: experiments.detector_auroc(d, x_eval, x_natural) for c, d in detectors.items()}
-clean_start = {c: experiments.detector_auroc(d, x_in, x_start) for c, d in detectors.items()}
-energy_clean = (experiments.detector_auroc(energy, x_eval, x_natural),
-                experiments.detector_auroc(energy, x_in, x_start))
+clean = {c: experiments.clean_aurocs(d, x_in, starts) for c, d in detectors.items()}
+energy_clean = experiments.clean_aurocs(energy, x_in, starts)
+energy_natural = experiments.detector_auroc(energy, x_eval, x_natural)
+caught = {c: [s for s, v in clean[c].items() if v >= 0.8] for c in configs}
 glue_values(msp_natural=clean_natural[(temperatures[0], magnitudes[0])], fig_natural=clean_natural[figure_config],
-            fig_start=clean_start[figure_config], energy_natural=energy_clean[0])
-markdown_table(["T", "PM", "AUROC vs natural crops", f"AUROC vs {start} starts"],
-               [[f"{t:g}", f"{m:g}", clean_natural[(t, m)], clean_start[(t, m)]] for t, m in configs]
-               + [["energy", "—", *energy_clean]],
-               caption=f"Clean AUROC of ODIN and of the energy score (ID positive, in-scores; profile {profile})",
-               name="tbl-c-clean")
+            fig_best=max(clean[figure_config].values()), energy_natural=energy_natural,
+            energy_best=max(energy_clean.values()),
+            n_untestable=sum(not caught[c] for c in configs), n_configs=len(configs))
+markdown_table(["T", "PM", "natural crops (eval)", *[experiments.start_label(s) for s in starts]],
+               [[f"{t:g}", f"{m:g}", clean_natural[(t, m)], *clean[(t, m)].values()] for t, m in configs]
+               + [["energy", "—", energy_natural, *energy_clean.values()]],
+               caption=f"Clean AUROC of ODIN and of the energy score against natural crops and every offered start "
+                       f"(ID positive, in-scores; profile {profile})", name="tbl-c-clean")
 
 # %% [markdown]
 # The MSP baseline ($T = 1$, PM = 0) separates the digits from natural crops with an AUROC of
-# {glue:text}`msp_natural:.3f`, but at $T = 1000$, PM = 0.001 the AUROC drops to {glue:text}`fig_natural:.3f`, and
-# against noise it is {glue:text}`fig_start:.3f`: this small MNIST classifier gives noise and natural crops
-# *larger* logit gaps than digits, and a high temperature ranks inputs by that gap (at large $T$,
-# $\max_c \operatorname{softmax}(f/T)_c \approx 1/K + (\max_c f_c - \bar f)/(KT)$). ODIN's tuning was done on
-# CIFAR-scale networks, where large $T$ helps; on this model it hurts, and the perturbation magnitudes, which the
-# ODIN paper also chose for CIFAR, barely change the score. The energy score behaves like the large-$T$ settings
-# ({glue:text}`energy_natural:.3f` against natural crops). The attack's noise starts are therefore *not* detected
-# to begin with; the attack still has to make their scores equal to those of the digits, which is what Table 2
-# measures.
+# {glue:text}`msp_natural:.3f`, but at $T = 1000$, PM = 0.001 the AUROC against natural crops is
+# {glue:text}`fig_natural:.3f` and the best over all offered starts {glue:text}`fig_best:.3f`: this small MNIST
+# classifier gives noise and natural crops *larger* logit gaps than digits, and a high temperature ranks inputs by
+# that gap (at large $T$, $\max_c \operatorname{softmax}(f/T)_c \approx 1/K + (\max_c f_c - \bar f)/(KT)$). The
+# energy score behaves like the large-$T$ settings (best clean AUROC over the starts {glue:text}`energy_best:.3f`).
+# {glue:text}`n_untestable` of the {glue:text}`n_configs` settings catch none of the starts: for them the paper's
+# claim is *not testable here*, whatever the attack does.
 #
 # ## The attack: f(x) = the logits of the preprocessed input
 #
 # For every setting with PM > 0 we run Algorithm 1 (the authors' routine: Adamax on the perturbation, step ε/100,
-# the last iterate) with $f(x) = f_{\text{logits}}(\tilde x)$, pairing each of the {glue:text}`n_samples` test
-# images with its own noise start. With PM = 0, $\tilde x = x$ for every $T$, so one attack on the plain logits
-# serves the four temperatures. The AUROC is then measured between the paired in-distribution images and the
-# attacked images, as in the paper.
+# the last iterate; this chapter reproduces their experiment) with $f(x) = f_{\text{logits}}(\tilde x)$, pairing
+# each of the {glue:text}`n_samples` test images with a {glue:text}`start` start. With PM = 0, $\tilde x = x$ for
+# every $T$, so one attack on the plain logits serves every temperature. The AUROC is then measured between the
+# paired in-distribution images and the attacked images, as in the paper, beside the clean AUROC on the same
+# starts and the verdict of the book's rule.
 
 # %%
 attack = {"eps": eps, "steps": steps, "seed": seed, "routine": "authors"}
 logit_attack = ood_attack(model, x_in, x_start, **attack)
 attacks = {c: logit_attack if c[1] == 0 else ood_attack(d, x_in, x_start, target="logits", **attack)
            for c, d in detectors.items()}
-attacked = {c: experiments.detector_auroc(d, x_in, attacks[c].x) for c, d in detectors.items()}
+evidence = {c: experiments.attack_evidence(d, x_in, x_start, attacks[c].x, x_natural=x_natural,
+                                           reference=reference) for c, d in detectors.items()}
+attacked = {c: ev.attacked for c, ev in evidence.items()}
 transfer = {c: experiments.detector_auroc(d, x_in, logit_attack.x) for c, d in detectors.items()}
 logit_mape = {c: metrics.mape(experiments.encode(model, attacks[c].x), experiments.encode(model, x_in)).median()
               for c in configs}
-energy_attacked = experiments.detector_auroc(energy, x_in, logit_attack.x)
-for t, m in configs:
-    results.add(f"Table 2: T={t:g}, PM={m:g}", "AUROC under attack", attacked[(t, m)], paper=paper_auroc)
-results.add("Energy score (not in the paper), f(x) = logits", "AUROC under attack", energy_attacked)
+rows = {(t, m): results.add_attack(f"Table 2: T={t:g}, PM={m:g}", **evidence[(t, m)].as_row(), paper=paper_auroc,
+                                   clean_offered=[v for s, v in clean[(t, m)].items() if s != start],
+                                   note=f"{experiments.start_label(start)} start, ε = {eps:.2f}, N = {steps}")
+        for t, m in configs}
+energy_evidence = experiments.attack_evidence(energy, x_in, x_start, logit_attack.x, x_natural=x_natural,
+                                              reference=reference)
+results.add_attack("Energy score (not in the paper), f(x) = logits", **energy_evidence.as_row(),
+                   note=f"{experiments.start_label(start)} start; no paper value")
+verdict_counts = {v: sum(r.verdict == v for r in rows.values()) for v in sorted({r.verdict for r in rows.values()})}
 glue_values(auroc_min=min(attacked.values()), auroc_max=max(attacked.values()), transfer_min=min(transfer.values()),
-            transfer_max=max(transfer.values()), energy_attacked=energy_attacked,
-            mape_logits=logit_mape[(temperatures[0], magnitudes[0])])
-markdown_table(["T", "PM", "clean AUROC vs starts", f"attacked AUROC (paper: {paper_auroc:.3f})",
-                "attacked with f = plain logits", "median logit MAPE"],
-               [[f"{t:g}", f"{m:g}", clean_start[(t, m)], attacked[(t, m)], transfer[(t, m)], logit_mape[(t, m)]]
-                for t, m in configs]
-               + [["energy", "—", energy_clean[1], energy_attacked, energy_attacked,
-                   logit_mape[(temperatures[0], magnitudes[0])]]],
-               caption=f"Table 2 reproduced: ODIN's AUROC between {n_samples} test images and their attacked noise "
-                       f"images (ε = {eps:g}, N = {steps}; ID positive, in-scores; profile {profile}). The "
-                       f"fifth column scores the images of the plain-logits attack (PM = 0) with each setting; the "
-                       f"last gives the median MAPE of the logits (not of the preprocessed logits).",
+            transfer_max=max(transfer.values()), energy_attacked=energy_evidence.attacked,
+            mape_logits=logit_mape[(temperatures[0], magnitudes[0])],
+            verdict_summary="; ".join(f"{n} of {len(rows)} settings {v}" for v, n in verdict_counts.items()))
+markdown_table(["T", "PM", "clean AUROC (starts)", "clean AUROC (natural)", f"attacked AUROC (paper: "
+                f"{paper_auroc:.3f})", "attacked with f = plain logits", "median logit MAPE", "verdict"],
+               [[f"{t:g}", f"{m:g}", evidence[(t, m)].clean, evidence[(t, m)].clean_natural, attacked[(t, m)],
+                 transfer[(t, m)], logit_mape[(t, m)], rows[(t, m)].verdict] for t, m in configs]
+               + [["energy", "—", energy_evidence.clean, energy_evidence.clean_natural, energy_evidence.attacked,
+                   energy_evidence.attacked, logit_mape[(temperatures[0], magnitudes[0])], "—"]],
+               caption=f"Table 2 reproduced: ODIN's AUROC between {n_samples} test images and their attacked "
+                       f"{experiments.start_label(start)} images (ε = {eps:.2f}, N = {steps}; ID positive, "
+                       f"in-scores; profile {profile}), beside the clean AUROC on the same starts and on natural "
+                       f"crops. The sixth column scores the images of the plain-logits attack (PM = 0) with each "
+                       f"setting; the seventh gives the median MAPE of the logits (not of the preprocessed logits).",
                name="tbl-c-table2", digits=3)
 
 # %% [markdown]
-# Under attack every setting gives an AUROC between {glue:text}`auroc_min:.3f` and {glue:text}`auroc_max:.3f`
-# against the paper's 0.500 everywhere ({numref}`tbl-c-table2`); the energy score gives
-# {glue:text}`energy_attacked:.3f`. The plain-logits attack, which ignores the preprocessing altogether, is scored
-# between {glue:text}`transfer_min:.3f` and {glue:text}`transfer_max:.3f`: a step of at most 0.004 per pixel cannot
-# undo a match of the logits, so the preprocessing offers no protection even against an attacker who does not
-# model it. The attack matches the logits to a median MAPE of {glue:text}`mape_logits:.3f` — far from the paper's
-# 0.1 % on encoders, but the ODIN score only needs the *ranking* of the softmax to look in-distribution. Against
-# the noise starts this is the move from an AUROC near 0 (the detector already ranked the noise above the digits)
-# to 0.5; the next section repeats it from starts that the detector does catch.
+# Under attack the settings give AUROCs between {glue:text}`auroc_min:.3f` and {glue:text}`auroc_max:.3f` against
+# the paper's 0.500 everywhere ({numref}`tbl-c-table2`); by the book's rule: {glue:text}`verdict_summary`. The
+# energy score gives {glue:text}`energy_attacked:.3f`. The plain-logits attack, which ignores the preprocessing
+# altogether, is scored between {glue:text}`transfer_min:.3f` and {glue:text}`transfer_max:.3f` by the settings.
+# The attack matches the logits to a median MAPE of {glue:text}`mape_logits:.3f`.
 
 # %%
 figure_detector = detectors[figure_config]
@@ -192,37 +208,38 @@ glue_figure("fig_c_images", fig)
 # :name: fig-c-hist
 #
 # Figure 13 reproduced: ODIN in-scores at $T = 1000$, PM = 0.001 of the in-distribution test images (blue), of
-# the attacked images (red) and of the noise start images before the attack (grey).
+# the attacked images (red) and of the start images before the attack (grey).
 # ```
 #
 # ```{glue:figure} fig_c_images
 # :name: fig-c-images
 #
-# In-distribution images, their noise start images and the attacked images ($T = 1000$, PM = 0.001). The attacked
-# images still look like noise: they are out-of-distribution samples that ODIN scores like digits.
+# In-distribution images, their start images and the attacked images ($T = 1000$, PM = 0.001).
 # ```
 #
-# ## Starts that the detector catches
+# ## Natural-crop starts
 #
-# To see the attack defeat a detector that works, we repeat the plain-logits attack from natural-image crops (a
-# second draw of `natural_ood_set`, disjoint from the evaluation crops above) and score the result with the MSP
-# baseline ($T = 1$, PM = 0), the one setting that separates natural crops on this model.
+# We repeat the plain-logits attack from natural-image crops (a second draw of `natural_ood_set`, disjoint from
+# the evaluation crops above) and score the result with the MSP baseline ($T = 1$, PM = 0).
 
 # %%
 natural_attack = ood_attack(model, x_in, x_natural_start, **attack)
-msp = detectors[(temperatures[0], magnitudes[0])]
-natural_clean = experiments.detector_auroc(msp, x_in, x_natural_start)
-natural_attacked = experiments.detector_auroc(msp, x_in, natural_attack.x)
-results.add(f"Appendix C: MSP (T={temperatures[0]:g}, PM={magnitudes[0]:g}), natural-image starts",
-            "AUROC under attack", natural_attacked, paper=paper_auroc, note=f"clean: {natural_clean:.3f}")
-glue_value("natural_clean", natural_clean)
-glue_value("natural_attacked", natural_attacked)
+msp_config = (temperatures[0], magnitudes[0])
+natural_evidence = experiments.attack_evidence(detectors[msp_config], x_in, x_natural_start, natural_attack.x,
+                                               x_natural=x_natural, reference=reference)
+natural_row = results.add_attack(
+    f"Appendix C: MSP (T={temperatures[0]:g}, PM={magnitudes[0]:g}), natural-image starts",
+    **natural_evidence.as_row(), paper=paper_auroc,
+    clean_offered=[v for s, v in clean[msp_config].items() if s != "natural crops"],
+    note=f"ε = {eps:.2f}, N = {steps}, authors' routine")
+glue_values(natural_clean=natural_evidence.clean, natural_attacked=natural_evidence.attacked,
+            natural_verdict=natural_row.verdict)
 fig = plots.image_grid({"ID": x_in[shown], "start": x_natural_start[shown], "attacked": natural_attack.x[shown]}, n=8)
 glue_figure("fig_c_natural", fig)
 
 # %% [markdown]
-# From natural crops, the MSP baseline's AUROC falls from {glue:text}`natural_clean:.3f` before the attack to
-# {glue:text}`natural_attacked:.3f` after it ({numref}`fig-c-natural`).
+# From natural crops, the MSP baseline's AUROC goes from {glue:text}`natural_clean:.3f` before the attack to
+# {glue:text}`natural_attacked:.3f` after it ({numref}`fig-c-natural`): *{glue:text}`natural_verdict`*.
 #
 # ```{glue:figure} fig_c_natural
 # :name: fig-c-natural
@@ -230,35 +247,37 @@ glue_figure("fig_c_natural", fig)
 # In-distribution images, natural-image start crops and the attacked crops (plain-logits attack, ε as above).
 # ```
 #
-# ## The paper's per-value budget
+# ## Ablation: the budget
 #
-# The paper's ε = 10 on 32×32×3 images is a root-mean-square change of {glue:text}`rms_paper:.3f` per value; on
-# this image size the same change is ε = {glue:text}`eps_matched:.2f`, which is why the chapter uses ε =
-# {glue:text}`eps:g` ({glue:text}`rms_eps:.3f` per value) instead.
+# The same plain-logits attack (same starts, N, routine) with ε multiplied by {glue:text}`ablation_factor:g`.
 
 # %%
-small_attack = ood_attack(model, x_in, x_start, **{**attack, "eps": eps_matched})
-small_mape = metrics.mape(experiments.encode(model, small_attack.x), experiments.encode(model, x_in)).median()
-small_auroc = experiments.detector_auroc(figure_detector, x_in, small_attack.x)
-results.add(f"Appendix C: plain-logits attack at eps = {eps_matched:.2f} (the paper's RMS per value)",
-            "median logit MAPE", small_mape)
-results.add(f"Appendix C: plain-logits attack at eps = {eps_matched:.2f}, ODIN T={figure_temperature:g}, "
-            f"PM={figure_magnitude:g}", "AUROC under attack", small_auroc, paper=paper_auroc)
-glue_values(small_mape=small_mape, small_auroc=small_auroc, mean_start=x_start.mean(), mean_id=x_in.mean())
+large_eps = ablation_eps_factor * eps
+large_attack = ood_attack(model, x_in, x_start, **{**attack, "eps": large_eps})
+large_mape = metrics.mape(experiments.encode(model, large_attack.x), experiments.encode(model, x_in)).median()
+large_evidence = {c: experiments.attack_evidence(detectors[c], x_in, x_start, large_attack.x, x_natural=x_natural,
+                                                 reference=reference) for c in (msp_config, figure_config)}
+for (t, m), ev in large_evidence.items():
+    results.add_attack(f"Appendix C ablation: plain-logits attack at ε × {ablation_eps_factor:g}, T={t:g}, PM={m:g}",
+                       **ev.as_row(), note=f"ε = {large_eps:.2f}: not the paper's budget (no verdict)")
+glue_values(ablation_factor=ablation_eps_factor, large_eps=large_eps,
+            large_rms=experiments.rms_per_value(large_eps, n_values), large_mape=large_mape,
+            large_msp=large_evidence[msp_config].attacked, large_fig=large_evidence[figure_config].attacked,
+            base_msp=transfer[msp_config], base_fig=transfer[figure_config])
 
 # %% [markdown]
-# At ε = {glue:text}`eps_matched:.2f` the median logit MAPE stays at {glue:text}`small_mape:.3f` (against
-# {glue:text}`mape_logits:.3f` at ε = {glue:text}`eps:g`) and the AUROC at $T = 1000$, PM = 0.001 is
-# {glue:text}`small_auroc:.3f`: the noise starts have a mean grey level of {glue:text}`mean_start:.2f` where the
-# digits average {glue:text}`mean_id:.2f`, and inside the smaller ball the attack cannot bring the noise's logits
-# down to a digit's.
+# At ε = {glue:text}`large_eps:.2f` ({glue:text}`large_rms:.3f` per value) the median logit MAPE is
+# {glue:text}`large_mape:.3f` (against {glue:text}`mape_logits:.3f` at the paper's budget), and the plain-logits
+# images are scored {glue:text}`large_msp:.3f` by the MSP baseline (paper's budget: {glue:text}`base_msp:.3f`) and
+# {glue:text}`large_fig:.3f` at $T = 1000$, PM = 0.001 (paper's budget: {glue:text}`base_fig:.3f`). The larger
+# budget is no reproduction, only a measure of how far the result depends on ε.
 #
 # ## Summary
 #
-# Where the paper finds 0.500 for all sixteen settings, we find values close to it once the budget is large
-# enough to match the logits; the preprocessing is no obstacle. Two differences are due to scale: this model is
-# over-confident on noise, so ODIN fails on the noise starts before any attack, and the budget has twice the
-# paper's per-value size.
+# {numref}`tbl-c-table2` sets each setting's attacked AUROC beside its clean AUROCs and the verdict of the book's
+# rule ({glue:text}`verdict_summary`). Where a setting catches none of the starts this chapter can offer
+# ({numref}`tbl-c-clean`), Table 2's claim is not testable on this model, since an AUROC near 0.5 after the attack
+# would not be the collapse of a working detector.
 
 # %%
 results.save()

@@ -579,3 +579,58 @@ def clean_msp_study(model: Classifier, x_in: Tensor, batches: dict[str, Tensor])
         study[name] = {"mean pixel": float(x.mean()), "mean MSP": float(s.mean()),
                        "clean AUROC": metrics.auroc(s_in, s)}
     return study
+
+# --- det
+def start_batches(names: list[str], n: int, *, size: int, channels: int, seed: int = 0,
+                  id_mean: float | Tensor | None = None) -> dict[str, Tensor]:
+    """``n`` start images (n, C, size, size) per start name of :data:`oodlib.data.START_IMAGES`, keyed by name;
+    ``id_mean`` (the in-distribution training mean) goes to ``"noise_mean_matched"`` only. The starts a chapter
+    offers, for the clean AUROCs the verdict rule needs (issue 14: *not testable here* when no offered start is
+    caught). Raises ``ValueError`` for an unknown name, or ``"noise_mean_matched"`` without ``id_mean``."""
+    return {name: data.start_batch(name, n, size=size, channels=channels, seed=seed,
+                                   id_mean=id_mean if name == "noise_mean_matched" else None) for name in names}
+
+
+# --- det
+def clean_aurocs(detector: Detector | Callable[[Tensor], Tensor], x_in: Tensor, starts: dict[str, Tensor]
+                 ) -> dict[str, float]:
+    """The detector's clean AUROC (ID positive, in-scores) of ``x_in`` (N, C, H, W) against each unattacked start
+    batch of ``starts`` (M, C, H, W), keyed as ``starts``. Raises ``ValueError`` for an empty batch."""
+    _checks.nonempty(x_in, "x_in")
+    score = detector.score_batched if isinstance(detector, Detector) else detector
+    s_in = score(x_in)
+    out = {}
+    for name, x in starts.items():
+        _checks.nonempty(x, f"starts[{name!r}]")
+        out[name] = metrics.auroc(s_in, score(x))
+    return out
+
+
+# --- det
+def rows_not_in(pool: Tensor, used: Tensor) -> Tensor:
+    """The rows of ``pool`` (N, ...) equal to no row of ``used`` (M, ...), in their order: e.g. the ID test images
+    that were not attack targets, for the ``reference`` of :func:`attack_evidence`. Raises ``ValueError`` if the
+    rows of the two differ in shape or no row is left."""
+    if pool.shape[1:] != used.shape[1:]:
+        raise ValueError(f"rows differ in shape: pool {tuple(pool.shape[1:])}, used {tuple(used.shape[1:])}")
+    seen = {row.numpy().tobytes() for row in used.detach().cpu().contiguous()}
+    keep = [i for i, row in enumerate(pool.detach().cpu().contiguous()) if row.numpy().tobytes() not in seen]
+    if not keep:
+        raise ValueError("no row of pool is left after removing the rows of used")
+    return pool[torch.as_tensor(keep, dtype=torch.long)]
+
+
+# --- det
+@torch.no_grad()
+def layer_mape(layers: Callable[[Tensor], list[Tensor]], x_attacked: Tensor, x_in: Tensor) -> Tensor:
+    """Per-sample, per-layer MAPE (Section 3) between the attacked images and their paired ID images, (N, L)
+    float64: ``layers`` maps images (N, C, H, W) to one feature tensor (N, ...) per layer (e.g.
+    :meth:`oodlib.detectors.mahalanobis.Mahalanobis.pooled_features`, whose concatenation is Appendix D's
+    f = features). Shows which part of a concatenated f the attack left unmatched (issue 14, item 5).
+
+    Raises ``ValueError`` if the two batches are empty or differ in shape."""
+    _checks.nonempty(x_in, "x_in")
+    if x_attacked.shape != x_in.shape:
+        raise ValueError(f"x_attacked {tuple(x_attacked.shape)} and x_in {tuple(x_in.shape)} differ in shape")
+    pairs = zip(layers(x_attacked), layers(x_in))
+    return torch.stack([torch.as_tensor(metrics.mape(a.cpu(), b.cpu())).double() for a, b in pairs], dim=1)

@@ -61,7 +61,7 @@ import torch
 
 from oodlib import experiments, metrics, plots
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
 from oodlib.store import ModelSpec
 
 check_chapter("appendix_b_medical_traffic", globals())  # the declared parameters, checked as the runner does
@@ -89,12 +89,7 @@ PAPER = {  # Appendix B: section, figures (examples, MAPE), budgets; the test ac
     "gtsrb": {"section": "B.3", "figures": (12, 11), "eps": "10 (noise) on 32×32×3", "values": 3 * 32 * 32},
 }
 results = Results()
-profile_banner(profile, {"steps": steps, "oct": f"{oct_arch} on {oct_dataset} classes {oct_classes}, "
-                                                f"{oct_start} ε={eps_oct[0]}, noise ε={eps_oct[1]}, n={n_oct}",
-                         "covid": f"{covid_arch} {covid_options} on {covid_dataset}, {covid_start} "
-                                  f"ε={eps_covid[0]}, noise ε={eps_covid[1]}, n={n_covid}",
-                         "gtsrb": f"{gtsrb_arch} {gtsrb_options} on {gtsrb_dataset}, noise ε={eps_gtsrb}, "
-                                  f"n={n_gtsrb}"},
+chapter_banner("appendix_b_medical_traffic", globals(),
                departures=f"The paper trains ResNet-18 on OCT and on COVID-19 CT (224×224) and an STN classifier "
                           f"on GTSRB (32×32×3) and attacks all test images with N = 10⁴. Here: "
                           f"{labels['oct']}, {labels['covid']} and {labels['gtsrb']}, N = {steps}. The COVID-19 "

@@ -25,7 +25,7 @@
 # given the preprocessed input": the attack differentiates through the preprocessing. Because $\operatorname{sign}$
 # is piecewise constant, $\partial\tilde x/\partial x = I$ almost everywhere and the gradient through the
 # preprocessing is the gradient at $\tilde x$ (`oodlib.detectors.odin`; the unit tests check it against a
-# second-order `create_graph=True` computation). The paper reports an AUROC of 0.500 for every
+# second-order `create_graph=True` computation). The paper reports an AUROC of {glue:text}`p_auroc:.3f` for every
 # $T \in \{1, 10, 100, 1000\}$ and PM $\in \{0, 0.001, 0.002, 0.004\}$ (its Table 2) and shows the score
 # histograms at $T = 1000$, PM = 0.001 (its Figure 13). ODIN with $T = 1$, PM = 0 is the MSP baseline.
 #
@@ -60,10 +60,11 @@ from oodlib.attack import ood_attack
 from oodlib.detectors.energy import Energy
 from oodlib.detectors.odin import ODIN
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_c_odin", globals())  # the declared parameters, checked as the runner does
+glue_value("p_auroc", paper_value("appendix_c", "attacked_auroc"))
 torch.manual_seed(seed)
 spec = ModelSpec.make(arch, dataset, epochs=epochs, seed=seed)
 model = get_model(spec, device=device)
@@ -90,9 +91,7 @@ results = Results()
 accuracy = glue_value("accuracy", model_info(spec)["test_accuracy"])
 glue_values(n_samples=n_samples, n_eval=len(x_eval), steps=steps, eps=eps,
             rms_eps=experiments.rms_per_value(eps, n_values), start=experiments.start_label(start))
-profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_eval": len(x_eval),
-                         "n_samples": n_samples, "start": start, "offered": offered, "eps_paper": eps_paper,
-                         "steps": steps, "temperatures": temperatures, "magnitudes": magnitudes},
+chapter_banner("appendix_c_odin", globals(),
                departures=f"The paper attacks a WRN-28-10 (94.71% accuracy) on all 10,000 CIFAR-10 test images "
                           f"(32×32×3) from uniform noise with ε = {eps_paper:g} and N = 100, for T in {{1, 10, 100, "
                           f"1000}} and PM in {{0, 0.001, 0.002, 0.004}}. Here a {arch} ({accuracy:.1%} test "

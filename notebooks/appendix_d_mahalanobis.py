@@ -62,8 +62,8 @@ from oodlib import data, experiments, metrics, plots, verdicts
 from oodlib.attack import ood_attack
 from oodlib.detectors.mahalanobis import Mahalanobis
 from oodlib.params import check_chapter
-from oodlib.report import (Results, glue_figure, glue_value, markdown_table, paper_value, paper_values_frame,
-                           profile_banner, table)
+from oodlib.report import (Results, chapter_banner, glue_figure, glue_value, markdown_table, paper_value,
+                           paper_values_frame, table)
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_d_mahalanobis", globals())  # the declared parameters, checked as the runner does
@@ -98,11 +98,7 @@ glue_value("steps", steps)
 glue_value("pm_steps", pm_steps)
 glue_value("eps", eps)
 glue_value("rms_eps", experiments.rms_per_value(eps, n_values))
-profile_banner(profile, {"datasets": names, "arch": arch, "epochs": [epochs, second_epochs], "n_fit": n_fit,
-                         "n_eval": n_eval, "n_samples": n_samples, "start": start, "offered": offered,
-                         "eps_paper": eps_paper, "steps": steps, "pm_steps": pm_steps,
-                         "ablation_eps_factor": ablation_eps_factor, "magnitudes": magnitudes,
-                         "ridge": ridge},
+chapter_banner("appendix_d_mahalanobis", globals(),
                departures=f"The paper uses the authors' pretrained ResNet-34 on CIFAR-10 and CIFAR-100 (five "
                           f"feature layers), ε = {eps_paper:g} on 32×32×3 images, uniform-noise starts and N = 1000 "
                           f"on every test image. Here a {arch} per in-distribution set — {dataset} "

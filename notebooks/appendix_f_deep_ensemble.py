@@ -47,7 +47,7 @@ from oodlib.detectors import make_detector
 from oodlib.detectors.ensemble import DeepEnsemble
 from oodlib.params import check_chapter
 from oodlib.recipes.ensemble import ADVERSARIAL_EPS, member_specs
-from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_f_deep_ensemble", globals())  # the declared parameters, checked as the runner does
@@ -79,9 +79,7 @@ glue_values(n_members=n_members, n_samples=n_samples, eps=eps[eps_paper], eps_la
 training_note = ("adversarially trained (recipe `deep_ensemble`: NLL plus fast-gradient-sign examples, as "
                  "Lakshminarayanan et al.)" if member_recipe == "deep_ensemble"
                  else f"trained with the `{member_recipe}` recipe (no adversarial training)")
-profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_members": n_members,
-                         "member_recipe": member_recipe, "n_samples": n_samples, "n_ood": n_ood, "start": start,
-                         "eps_paper": eps_paper, "eps_paper_large": eps_paper_large, "steps": steps},
+chapter_banner("appendix_f_deep_ensemble", globals(),
                departures=f"The paper's ensemble is six adversarially trained CIFAR-10 networks (MMA training, "
                           f"Ding et al. 2020; 89.85% ensemble accuracy) attacked with N = 10⁴ iterations for every "
                           f"test image. Here {n_members} {arch} members on {dataset}, {training_note}, differing "

@@ -51,7 +51,7 @@ from oodlib import data, experiments, plots
 from oodlib.attack import ood_attack
 from oodlib.detectors.gram import Gram, first_nonfinite_power, nonfinite_gradient_fraction
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, markdown_table, paper_value
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_h_gram", globals())  # the declared parameters, checked as the runner does
@@ -77,10 +77,7 @@ glue_value("steps", steps)
 glue_value("probe_power", probe_power)
 glue_value("n_layers", gram.n_layers)
 glue_value("rms_eps", experiments.rms_per_value(eps, n_values))
-profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "n_fit": n_fit, "n_eval": len(test),
-                         "n_samples": n_samples, "start": start, "offered": offered, "eps_paper": eps_paper,
-                         "steps": steps, "max_power": max_power,
-                         "probe_power": probe_power},
+chapter_banner("appendix_h_gram", globals(),
                departures=f"The paper uses the authors' pretrained ResNet (Gram features of every layer) on 500 "
                           f"CIFAR-10/100 test images, uniform-noise starts, ε = {eps_paper:g} and N = 100, one image at a "
                           f"time. Here a {arch} ({accuracy:.1%} test accuracy) on {dataset}, its {gram.n_layers} "

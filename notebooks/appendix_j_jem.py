@@ -26,7 +26,8 @@
 # The attack paper took the authors' pretrained CIFAR-10 wide ResNet, set the attack's target $f(x)$ to the
 # logits, and ran Algorithm 1 with ε = 10, α = ε/100, N = 10³ from a **colour-spiral** start image: from random
 # noise, "many generated images look like images in CIFAR10", so noise was not a fair OOD start. Its Table 8
-# reports the AUROCs 0.559, 0.513 and 0.203 for the three scores. This chapter trains a JEM with the library's
+# reports the AUROCs {glue:text}`p_log_px:.3f`, {glue:text}`p_max_pyx:.3f` and {glue:text}`p_grad_norm:.3f`
+# for the three scores. This chapter trains a JEM with the library's
 # recipe (`oodlib.recipes.jem`, recipe `"jem"`), measures the three scores before and after the attack, and
 # looks at the images the attack makes.
 
@@ -64,10 +65,13 @@ import oodlib.detectors.jem as jem
 from oodlib import data, experiments, metrics, plots, samplers, verdicts
 from oodlib.attack import ood_attack
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, markdown_table, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_j_jem", globals())  # the declared parameters, checked as the runner does
+glue_values(**{f"p_{claim}": paper_value("appendix_j", f"table8_{claim}")
+               for claim in ("log_px", "max_pyx", "grad_norm")},
+            p_flipped=paper_value("appendix_j", "flipped_grad_norm"))
 torch.manual_seed(seed)
 recipe_options = {"sgld_steps": sgld_steps, "sgld_step_size": sgld_step_size, "sgld_noise": sgld_noise,
                   "buffer_size": n_buffer, "reinit_freq": reinit_freq, "lr": jem_lr, "warmup_iters": warmup_iters,
@@ -98,9 +102,7 @@ glue_value("n_samples", n_samples)
 rms_paper = experiments.rms_per_value(eps_paper, 3 * 32 * 32)  # Appendix J.2: ε = 10 on 32×32×3 CIFAR-10 images
 rms_ratio = glue_value("rms_ratio", experiments.rms_per_value(eps, n_values) / rms_paper)
 rms_ratio_extra = glue_value("rms_ratio_extra", experiments.rms_per_value(eps_extra, n_values) / rms_paper)
-profile_banner(profile, {"dataset": dataset, "arch": arch, "epochs": epochs, "sgld_steps": sgld_steps,
-                         "n_buffer": n_buffer, "n_samples": n_samples, "start": start, "eps_paper": eps_paper,
-                         "eps_extra": eps_extra, "steps": steps},
+chapter_banner("appendix_j_jem", globals(),
                departures=f"The paper attacked the JEM authors' pretrained wide ResNet-28-10 on CIFAR-10 (trained "
                           f"150 epochs with learning rate 1e-4, 20 SGLD steps per batch, a buffer of 10 000 images). "
                           f"Here a {arch} on {dataset} ({n_values} input values) is trained as a JEM by the "
@@ -321,9 +323,11 @@ glue_figure("fig_images", fig)
 # spiral from its start, and {numref}`fig-j-images` is the better judge of what the attack made.
 #
 # **The gradient-norm score.** It is not a function of the logits but of their input gradient, which the attack
-# does not control. The paper found it *inverted* under attack (0.203): attacked images have smaller gradient norms
+# does not control. The paper found it *inverted* under attack ({glue:text}`p_grad_norm:.3f`): attacked images
+# have smaller gradient norms
 # than real ones. Here its AUROC is {glue:text}`auroc_2:.3f` ({glue:text}`gradnorm_side`); flipping its sign gives
-# {glue:text}`flipped:.3f` (paper: 0.797). The paper argues against flipping because in the JEM paper's own
+# {glue:text}`flipped:.3f` (paper: {glue:text}`p_flipped:.3f`). The paper argues against flipping because in the
+# JEM paper's own
 # experiments the unflipped score detects ordinary OOD data, so a flipped one would fail there. On this small
 # MNIST JEM the unflipped score's clean AUROC on natural images is {glue:text}`clean_gradnorm:.3f`
 # ({numref}`tbl-j-clean`) and the flipped one's {glue:text}`flipped_clean:.3f`: {glue:text}`gradnorm_premise`. Which

@@ -53,10 +53,13 @@ import torch
 from oodlib import data, experiments, metrics, plots
 from oodlib.defenses import leaderboard
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
 from oodlib.store import get_model, model_info
 
 check_chapter("beyond_defenses", globals())  # the declared parameters, checked as the runner does
+glue_values(p_atom_clean=paper_value("atom", "clean_auroc"), p_atom_pgd=paper_value("atom", "pgd_auroc"),
+            p_msp_pgd=paper_value("atom", "msp_pgd_auroc"), p_bal_clean=paper_value("bal", "clean_auroc"),
+            p_bal_msp=paper_value("bal", "msp_auroc"))
 torch.manual_seed(seed)
 specs = leaderboard.model_specs(arch, dataset, seed=seed, epochs=epochs, oe_epochs=oe_epochs,
                                 aloe_epochs=aloe_epochs, atom_epochs=atom_epochs, aoe_epochs=aoe_epochs,
@@ -84,9 +87,7 @@ glue_values(n_samples=n_samples, n_outliers=n_outliers, aloe_epochs=aloe_epochs,
 for name, n in (("aloe", aloe_epochs), ("atom", atom_epochs)):
     glue_value(f"{name}_training", f"{'fine-tune it' if fine_tune else 'train from scratch'} for {n} "
                                    f"epoch{'s' if n > 1 else ''}")
-profile_banner(profile, {"dataset": dataset, "arch": arch, "n_samples": n_samples, "aloe_epochs": aloe_epochs,
-                         "atom_epochs": atom_epochs, "aoe_epochs": aoe_epochs, "bal_epochs": bal_epochs,
-                         "n_outliers": n_outliers, "eps_ood": eps_ood, "steps": steps},
+chapter_banner("beyond_defenses", globals(),
                departures=f"The papers train DenseNet / WRN networks on CIFAR-10 (BAL also a ResNet-18 on MNIST) "
                           f"for 100 epochs with 80 Million Tiny Images (AOE: GAN samples) as auxiliary outliers; "
                           f"here {arch} on {dataset} ({n_values} input values), {n_outliers} natural-image "
@@ -154,7 +155,8 @@ glue_value("aloe_gain", aloe["aloe_pgd"].auroc - msp["aloe_pgd"].auroc);
 # {glue:text}`auroc_atom_atom:.3f` (FPR@95TPR {glue:text}`fpr_atom_atom:.2f`), from {glue:text}`auroc_atom_clean:.3f`
 # clean, while the plain classifier's maximum softmax drops from {glue:text}`auroc_msp_clean:.3f` to
 # {glue:text}`auroc_msp_atom:.3f` (FPR {glue:text}`fpr_msp_atom:.2f`). The ATOM paper reports, on CIFAR-10 over
-# six OOD sets, 0.992 clean and 0.889 under the same attack, against 0.138 for MSP
+# six OOD sets, {glue:text}`p_atom_clean:.3f` clean and {glue:text}`p_atom_pgd:.3f` under the same attack, against
+# {glue:text}`p_msp_pgd:.3f` for MSP
 # ({numref}`tbl-defenses`). By the book's rule (the clean AUROC on the same OOD images at least 0.8, the AUROC
 # under attack within 0.1 of the paper's), ATOM's row is **{glue:text}`verdict_pgd`** and the plain
 # classifier's **{glue:text}`verdict_msp_pgd`**. {numref}`fig-defenses-threats` shows how little the attack
@@ -226,7 +228,8 @@ glue_figure("fig_threats", plots.image_grid(images, n=8))
 # labels, and generator features pushed by FGSM toward the discriminator's boundary are negative. Its in-score
 # (max softmax × discriminator) reaches a clean AUROC of {glue:text}`auroc_bal_clean:.3f` (FPR
 # {glue:text}`fpr_bal_clean:.2f`), against {glue:text}`auroc_msp_clean:.3f` for the maximum softmax alone. The BAL
-# paper reports 0.993 against 0.977 for MNIST against Fashion-MNIST and Omniglot with a ResNet-18 — a different
+# paper reports {glue:text}`p_bal_clean:.3f` against {glue:text}`p_bal_msp:.3f` for MNIST against Fashion-MNIST and
+# Omniglot with a ResNet-18 — a different
 # OOD set from our natural-image crops.
 #
 # BAL reads nothing but the penultimate features and the classifier's last layer on them. Algorithm 1 with

@@ -52,7 +52,7 @@ import torch
 
 from oodlib import data, experiments, plots, sweeps
 from oodlib.params import check_chapter
-from oodlib.report import (Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner,
+from oodlib.report import (Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value,
                            table)
 from oodlib.store import ModelSpec, get_model, model_info
 
@@ -70,8 +70,7 @@ glue_values(n_values=n_values, steps=steps, rms_eps=experiments.rms_per_value(ep
             rms_imagenet=experiments.rms_per_value(paper_value("section3_1", "eps_medical"),
                                                    experiments.PAPER_IMAGE_VALUES),
             rms_cifar=experiments.rms_per_value(paper_value("appendices", "eps_cifar"), 3 * 32 * 32))
-profile_banner(profile, {"dataset": dataset, "arch": arch, "n_samples": n_samples, "start": start, "eps": eps,
-                         "steps": steps},
+chapter_banner("section2_1_algorithm", globals(),
                departures=f"The paper attacks ImageNet-pretrained ResNet-18/DenseNet-121 on 224×224×3 images with "
                           f"N = 10⁴ iterations; here a small CNN ({accuracy:.1%} test accuracy) on "
                           f"{dataset} ({n_values} input values) with N = {steps}, so that the chapter runs on two "

@@ -20,8 +20,9 @@
 #
 # - **Figures 3–4**: "Most of the MAPE values are less than 0.1%", for both encoders and all three start images.
 # - **Table 1**: the maximum-softmax-probability (MSP) detector {cite:p}`hendrycks2017baseline` cannot tell the
-#   1000 attacked OOD images from the 1000 in-distribution images: AUROC 0.643 / 0.633 / 0.500 (ResNet-18, x-ray /
-#   CT / noise) and 0.638 / 0.651 / 0.500 (DenseNet-121).
+#   1000 attacked OOD images from the 1000 in-distribution images: AUROC {glue:text}`p_r18_xray:.3f` /
+#   {glue:text}`p_r18_ct:.3f` / {glue:text}`p_r18_noise:.3f` (ResNet-18, x-ray / CT / noise) and
+#   {glue:text}`p_d121_xray:.3f` / {glue:text}`p_d121_ct:.3f` / {glue:text}`p_d121_noise:.3f` (DenseNet-121).
 #
 # A claim of the second kind means something only when the clean detector catches the unattacked start images;
 # the book judges every such claim by one rule ({doc}`the scorecard <reproduction_scorecard>`): *reproduced* when
@@ -56,10 +57,12 @@ import torch
 
 from oodlib import data, experiments, plots
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_value, glue_values, markdown_table, paper_value, profile_banner
+from oodlib.report import Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table, paper_value
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section3_1_imagenet", globals())  # the declared parameters, checked as the runner does
+glue_values(**{f"p_{short}_{start}": paper_value("section3_1", f"table1_{arch}_{start}")
+               for short, arch in (("r18", "resnet18"), ("d121", "densenet121")) for start in ("xray", "ct", "noise")})
 PAPER_NAMES, PAPER_ARCHS, PAPER_DATASET = ["ResNet-18", "DenseNet-121"], ["resnet18", "densenet121"], "imagenet_val"
 PAPER_FIGURES = [3, 4]
 PAPER_TABLE_1 = [{start: paper_value("section3_1", f"table1_{a}_{start}") for start in ("xray", "ct", "noise")}
@@ -96,11 +99,7 @@ glue_values(eps_medical=eps_medical, rms_medical=experiments.rms_per_value(eps_m
             rms_large_noise=experiments.rms_per_value(eps_large_noise, n_values),
             n_samples=len(x_in), steps=steps, steps_fast=steps_fast, n_mape=n_mape, n_values=n_values,
             medical=medical, standin=standin, mape_label=mape_label)
-profile_banner(profile, {"dataset": dataset, "archs": archs, "recipe": recipe, "n_samples": n_samples,
-                         "steps": steps, "medical_start": medical_start, "standin_start": standin_start,
-                         "eps_large_noise": eps_large_noise,
-                         "mape_start": mape_start, "n_mape": n_mape, "steps_fast": steps_fast,
-                         "n_natural": n_natural, "n_reference": n_reference},
+chapter_banner("section3_1_imagenet", globals(),
                departures=f"The paper attacks ImageNet-pretrained ResNet-18 and DenseNet-121 on 1000 ImageNet "
                           f"validation images (224×224×3) with N = 10⁴. Here {' and '.join(archs)} "
                           f"({recipe} recipe, {dataset}) stand in for them, with {len(x_in)} test images of "
@@ -212,8 +211,8 @@ markdown_table(["encoder", *experiments.EVIDENCE_HEADER], table_rows,
 
 # %% [markdown]
 # The attack matches $z$, and the MSP is a function of $z$ (softmax of a linear map of it), so a matched code gives
-# a matched score and an AUROC near 0.5 — what the paper finds for noise (0.500) and nearly for x-ray and CT
-# (0.63–0.65). At the policy budget the first encoder gives: {glue:text}`medical` start, clean
+# a matched score and an AUROC near 0.5 — what the paper finds for noise ({glue:text}`p_r18_noise:.3f`) and
+# nearly for x-ray and CT ({glue:text}`p_r18_ct:.3f` to {glue:text}`p_d121_ct:.3f`). At the policy budget the first encoder gives: {glue:text}`medical` start, clean
 # {glue:text}`clean_medical_0:.3f` → attacked {glue:text}`attacked_medical_0:.3f` (paper
 # {glue:text}`paper_medical_0`), verdict **{glue:text}`verdict_medical_0`**; {glue:text}`standin` start (noise
 # column), clean {glue:text}`clean_standin_0:.3f` → attacked {glue:text}`attacked_standin_0:.3f` (paper

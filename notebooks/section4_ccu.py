@@ -86,7 +86,7 @@ from oodlib.attack import ood_attack
 from oodlib.detectors.ccu import CCU, ink_outside_support, nearest_neighbour_distance
 from oodlib.detectors.msp import MSP
 from oodlib.params import check_chapter
-from oodlib.report import Results, glue_figure, glue_values, markdown_table, paper_value, profile_banner, table
+from oodlib.report import Results, chapter_banner, glue_figure, glue_values, markdown_table, paper_value, table
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("section4_ccu", globals())  # the declared parameters, checked as the runner does
@@ -114,10 +114,7 @@ glue_values(accuracy=model_info(spec)["test_accuracy"], n_components=n_component
             start=experiments.start_label(start))
 rms_ratio = (experiments.rms_per_value(eps, n_values)
              / experiments.rms_per_value(paper_value("appendices", "eps_cifar"), 3 * 32 * 32))
-profile_banner(profile, {"dataset": dataset, "arch": arch, "n_components": n_components, "n_outliers": n_outliers,
-                         "n_samples": n_samples, "start": start, "offered": offered, "eps_paper": eps_paper,
-                         "steps": steps, "eps_factors": eps_factors,
-                         "comparison_start": comparison_start},
+chapter_banner("section4_ccu", globals(),
                departures=f"The paper does not say on which data or model it tried CCU. Meinke & Hein fit 100 "
                           f"Gaussians per mixture on MNIST, SVHN or CIFAR-10 with 80 Million Tiny Images as the "
                           f"out-distribution, then fine-tune mixtures and classifier jointly. Here the book's "

@@ -151,7 +151,7 @@ grid = experiments.image_rows(x_in, {f"{arch}\n{key}": runs[arch][names[key]] fo
 glue_figure("fig_images", plots.image_grid(grid, n=10))
 
 # %% [markdown]
-# ## Figure 2: examples
+# ## The paper's Figure 2: examples
 #
 # ```{glue:figure} fig_examples_medical
 # :name: fig-s31-examples-medical
@@ -174,7 +174,7 @@ glue_figure("fig_images", plots.image_grid(grid, n=10))
 # images and the attacked images paired with the in-distribution image above them.
 # ```
 #
-# ## Table 1: the MSP detector before and after the attack
+# ## The paper's Table 1: the MSP detector before and after the attack
 
 # %%
 table_rows = []
@@ -212,7 +212,8 @@ markdown_table(["encoder", *experiments.EVIDENCE_HEADER], table_rows,
 # %% [markdown]
 # The attack matches $z$, and the MSP is a function of $z$ (softmax of a linear map of it), so a matched code gives
 # a matched score and an AUROC near 0.5 — what the paper finds for noise ({glue:text}`p_r18_noise:.3f`) and
-# nearly for x-ray and CT ({glue:text}`p_r18_ct:.3f` to {glue:text}`p_d121_ct:.3f`). At the policy budget the first encoder gives: {glue:text}`medical` start, clean
+# nearly for x-ray and CT ({glue:text}`p_r18_ct:.3f` to {glue:text}`p_d121_ct:.3f`). At the policy budget the
+# first encoder gives: {glue:text}`medical` start, clean
 # {glue:text}`clean_medical_0:.3f` → attacked {glue:text}`attacked_medical_0:.3f` (paper
 # {glue:text}`paper_medical_0`), verdict **{glue:text}`verdict_medical_0`**; {glue:text}`standin` start (noise
 # column), clean {glue:text}`clean_standin_0:.3f` → attacked {glue:text}`attacked_standin_0:.3f` (paper
@@ -225,7 +226,7 @@ markdown_table(["encoder", *experiments.EVIDENCE_HEADER], table_rows,
 # {glue:text}`ablation_mape:.2e` and the attacked AUROC is then {glue:text}`ablation_attacked:.3f`. This row is an
 # ablation and carries no verdict.
 #
-# ## Figures 3–4: the MAPE claim
+# ## The paper's Figures 3–4: the MAPE claim
 #
 # Two routines on the same pairs: the authors' (N = {glue:text}`steps`, the routine of Table 1) and the library's
 # fast routine (cosine-decayed step, per-sample early stop) with N = {glue:text}`steps_fast`, from the

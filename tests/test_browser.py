@@ -40,8 +40,9 @@ window.addEventListener('load', function () {
     }
     var r = el.getBoundingClientRect(), box = (scroller || article).getBoundingClientRect();
     if (r.width === 0) { return; }  /* collapsed (a hidden code cell) */
-    out.push({tag: el.tagName, id: el.id || (el.textContent || '').slice(0, 50), top: r.top, left: r.left,
-              right: r.right, box_right: box.right, scrolls: scroller !== null});
+    out.push({tag: el.tagName, id: el.id || (el.textContent || '').slice(0, 50) || el.getAttribute('src'),
+              top: r.top, left: r.left, right: r.right, width: r.width, natural_width: el.naturalWidth || 0,
+              box_right: box.right, scrolls: scroller !== null});
   });
   var pre = document.createElement('pre');
   pre.id = 'oodlib-layout-probe';
@@ -181,3 +182,15 @@ def test_no_table_caption_or_code_block_is_cut_off_at_the_right(dom):
 def test_no_page_shows_papermills_injected_parameters_cell(dom):
     for name, page in dom.items():
         assert "injected-parameters" not in page, f"{name} shows the injected parameters cell"
+
+
+def test_figures_are_shown_at_least_at_the_width_their_legibility_test_assumes(dom):
+    """test_plots checks every figure's smallest text at :data:`oodlib.plots.PAGE_WIDTH_PX`; here the browser must
+    show each figure at least that wide (or at its natural width if smaller), so the check holds on the page."""
+    from oodlib.plots import PAGE_WIDTH_PX
+
+    images = [(name, r) for name, page in dom.items() for r in layout(page) if r["tag"] == "IMG" and r["natural_width"]]
+    assert len(images) > 20, "the probe found (almost) no figure images"
+    shrunk = [f"{name}: {r['id']} shown {r['width']:.0f} px wide of {r['natural_width']} px" for name, r in images
+              if r["width"] < min(r["natural_width"], PAGE_WIDTH_PX) - 2]
+    assert shrunk == []

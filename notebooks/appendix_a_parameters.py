@@ -31,7 +31,10 @@
 # root-mean-square change of 10/√3072 ≈ 0.18 per value. Where a chapter runs on smaller images than the paper's,
 # its default ε keeps the paper's root-mean-square change per value: ε = ε_paper·√(values here / values in the
 # paper) (`oodlib.experiments.scale_eps`). A larger budget appears only as a labelled ablation beside that default,
-# and every page states its ε and the root-mean-square change per value it means.
+# and every page states its ε and the root-mean-square change per value it means. Two pages do not follow it yet,
+# and say so on the page: Section 2.1, which illustrates the algorithm with no experiment of the paper to match,
+# and Appendix B, which gives every start the per-value budget of the paper's GTSRB appendix (its B.3 runs one
+# start at two budgets); neither judges a claim.
 #
 # **Routine.** `oodlib.attack.ood_attack` has three routines (`oodlib.attack.ROUTINES`): the authors' public code
 # (`authors`: Adamax on the perturbation, fixed step α = ε/100, last iterate), Algorithm 1 as printed (`printed`)

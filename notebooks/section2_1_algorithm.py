@@ -84,7 +84,8 @@ chapter_banner("section2_1_algorithm", globals(),
 # default profile) and run the authors' routine with ε = {glue:text}`rms_eps:.3f` × √(number of values), i.e. a
 # root-mean-square change of {glue:text}`rms_eps:.3f` per pixel. For scale: the paper's ImageNet runs allow
 # {glue:text}`rms_imagenet:.3f` per value (ε = 5 on 224×224×3) and its CIFAR-10 appendices
-# {glue:text}`rms_cifar:.3f` (ε = 10 on 32×32×3).
+# {glue:text}`rms_cifar:.3f` (ε = 10 on 32×32×3). This page illustrates the routines and judges no claim, so its ε
+# is not the book's per-value budget policy (Appendix A); the chapters that judge a claim follow it.
 
 # %%
 variants = {

@@ -207,7 +207,7 @@ markdown_table(["start image", *experiments.STUDY_HEADER[1:]], experiments.study
 #
 # The median MAPE is {glue:text}`oct_median_0:.2e` from the fundus photograph and {glue:text}`oct_median_1:.2e`
 # from noise ({numref}`tbl-b1`, {numref}`fig-b1-mape`); {glue:text}`oct_below1_0:.2f` and
-# {glue:text}`oct_below1_1:.2f` of the pairs are matched within 1%. The paper shows its histograms (Figure 8)
+# {glue:text}`oct_below1_1:.2f` of the pairs are matched within 1%. The paper shows its histograms (its Figure 8)
 # without a number. After the attack the MSP AUROC is {glue:text}`oct_auroc_attacked_0:.3f` (fundus) and
 # {glue:text}`oct_auroc_attacked_1:.3f` (noise), against {glue:text}`oct_auroc_clean_0:.3f` and
 # {glue:text}`oct_auroc_clean_1:.3f` before it (natural-image crops, never attacked:

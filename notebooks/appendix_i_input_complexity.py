@@ -165,10 +165,13 @@ verdict_row = results.add_attack(f"Figure 20: Glow + input complexity, {attack_s
 glue_value("verdict", verdict_row.verdict)
 glue_value("fraction_id_like", evidence.ood.fraction_id_like)
 glue_value("bits_per_byte", 8 / n_values)
-results.add(f"Figure 20: Glow + input complexity, {attack_start} start, attacked on S, 8-bit", "AUROC", rows[2][1])
+results.add_attack(f"Figure 20: Glow + input complexity, {attack_start} start, attacked on S, 8-bit",
+                   attacked=rows[2][1], clean=evidence.clean, clean_natural=evidence.clean_natural, metric="AUROC",
+                   note="the attacked images rounded to 8 bits")
 results.add(f"Figure 20: {attack_start} start, attacked on S", "median MAPE of S", attacked.mape.median())
-results.add(f"Appendix I: {attack_start} start attacked on the NLL only, scored by S", "AUROC", rows[3][1],
-            note="not in the paper: the Section 3.2 attack against the corrected score")
+results.add_attack(f"Appendix I: {attack_start} start attacked on the NLL only, scored by S", attacked=rows[3][1],
+                   clean=evidence.clean, clean_natural=evidence.clean_natural, metric="AUROC",
+                   note="not in the paper: the Section 3.2 attack against the corrected score")
 glue_value("auroc_attacked", auroc_attacked)
 glue_value("auroc_8bit", rows[2][1])
 glue_value("auroc_nll_only", rows[3][1])

@@ -207,15 +207,20 @@ for name in detectors:
         f"Table 8 (ablation, ε = {eps_extra:g}): {name}", **e["extra"].as_row(), paper=paper_table8[name],
         clean_offered=[e["noise"].clean], metric=f"AUROC, attacked ({start} start)",
         note=f"{rms_ratio_extra:.2f}× the paper's RMS change per pixel; ID-like fraction "
-             f"{e['extra'].ood.fraction_id_like:.2f} (see Figure 25)")
+             f"{e['extra'].ood.fraction_id_like:.2f} (see the paper's Figure 25)")
     results.add_attack(f"Appendix J (comparison): {name}, {other_start} start", **e["noise"].as_row(),
                        metric="AUROC, attacked", note="no number in the paper; it switched to the spiral start")
 for label, run in ((f"{start} start, ε = {eps:.2f}", attack), (f"{start} start, ε = {eps_extra:g}", attack_extra),
                    (f"{other_start} start, ε = {eps:.2f}", noise_attack)):
     results.add(f"Appendix J: attack on the logits, {label}", "median MAPE", run.mape.median())
 flipped = 1 - attacked["−‖∂ log p(x)/∂x‖"]["auroc"]
-results.add("Appendix J.2: +‖∂ log p(x)/∂x‖ (sign flipped)", f"AUROC, attacked ({start} start)", flipped,
-            paper=paper_value("appendix_j", "flipped_grad_norm"))
+grad_evidence = evidence["−‖∂ log p(x)/∂x‖"]["main"]
+results.add_attack("Appendix J.2: +‖∂ log p(x)/∂x‖ (sign flipped)", attacked=flipped, clean=1 - grad_evidence.clean,
+                   clean_natural=1 - grad_evidence.clean_natural, id_like=grad_evidence.ood.id_like,
+                   paper=paper_value("appendix_j", "flipped_grad_norm"),
+                   clean_offered=[1 - evidence["−‖∂ log p(x)/∂x‖"]["noise"].clean],
+                   metric=f"AUROC, attacked ({start} start)",
+                   note="the AUROC of the negated score is 1 − AUROC, clean and attacked alike")
 glue_value("eps", eps)
 glue_value("eps_extra", eps_extra)
 glue_value("steps", steps)

@@ -181,7 +181,7 @@ table_rows = []
 for i, arch in enumerate(archs):
     paper = {names["medical"]: PAPER_TABLE_1[i].get(medical_start), names["standin"]: PAPER_TABLE_1[i]["noise"]}
     results.add(f"Table 1: {labels[arch]}, chest x-ray start", "MSP AUROC under attack", None,
-                paper=PAPER_TABLE_1[i]["xray"], note="not reproduced: no chest x-ray image is available offline")
+                paper=PAPER_TABLE_1[i]["xray"], note="not measured: no chest x-ray image is available offline")
     rows = experiments.add_evidence_rows(
         results, f"Table 1: {labels[arch]}", evidence[arch], paper,
         notes={names["standin"]: "stands in for the paper's noise start (uniform noise: comparison row)",

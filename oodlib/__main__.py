@@ -101,11 +101,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .models import resolve_device
     from .runner import BookBuildError, run_one
 
     notebook = _chapter(args.notebook)
+    names = [name for name, _ in args.param]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ParameterError(f"parameter {repeated[0]!r} is given more than once with -p; give each parameter once")
     overrides = dict(parse_override(name, value) for name, value in args.param)
-    effective_parameters(notebook, args.profile, overrides)  # fail fast, before starting a kernel
+    effective = effective_parameters(notebook, args.profile, overrides)  # fail fast, before starting a kernel
+    if "device" in effective:
+        try:
+            resolve_device(effective["device"])
+        except ValueError as error:
+            raise ParameterError(f"parameter 'device': {error}") from None
     try:
         outcome = run_one(notebook, args.profile, overrides, threads=args.threads, progress=True,
                           html=not args.no_html)

@@ -343,7 +343,8 @@ def validate(notebook: str | Path, params: dict[str, Any],
     unknown = [name for name in params if name not in schema]
     if unknown:
         raise ParameterError(f"unknown parameter {unknown[0]!r} for {Path(notebook).name}; valid names: "
-                             f"{', '.join(sorted(schema))}")
+                             f"{', '.join(sorted(n for n in schema if n != 'profile'))} (the profile is chosen "
+                             "with --profile)")
     values = {name: d.default for name, d in schema.items()} | dict(params)
     checked = {}
     for name, declaration in schema.items():

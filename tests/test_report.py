@@ -49,6 +49,8 @@ def test_add_attack_carries_the_clean_companions_and_the_verdict():
         verdicts.NOT_REPRODUCED
     unjudged = results.add_attack("v", attacked=0.5, clean=0.0)  # no paper value: reported, not judged
     assert unjudged.verdict is None and unjudged.clean == 0.0
+    compared = results.add_attack("u", attacked=0.5, clean=0.9, paper=0.5, judge=False)  # judged elsewhere
+    assert compared.verdict is None and compared.paper == 0.5
     assert "verdict" in results.table("c", "tbl-x").data
 
 
@@ -57,7 +59,8 @@ def test_add_mape_claim_stores_the_fraction_below_the_threshold_and_its_verdict(
     from oodlib.report import Results
 
     row = Results().add_mape_claim("m", [1e-4, 2e-3, 5e-4, 1e-2])
-    assert row.measured == 0.5 and row.paper == verdicts.MAPE_MAJORITY and row.verdict == verdicts.REPRODUCED
+    assert row.measured == 0.5 and row.paper is None and row.verdict == verdicts.REPRODUCED
+    assert "most MAPE values" in row.note
     assert Results().add_mape_claim("m", [1e-2, 2e-3, 5e-4]).verdict == verdicts.NOT_REPRODUCED
 
 

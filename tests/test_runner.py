@@ -78,7 +78,8 @@ def test_profile_values_and_overrides_are_merged(toy):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"epz": 1.0}, "unknown parameter 'epz' for toy.py; valid names: dataset, eps, fail, profile, seed, starts"),
+    ({"epz": 1.0}, "unknown parameter 'epz' for toy.py; valid names: dataset, eps, fail, seed, starts, steps (the profile "
+                   "is chosen with --profile)"),
     ({"eps": -1.0}, "parameter 'eps' = -1.0: must be > 0"),
     ({"eps": 0}, "parameter 'eps' = 0.0: must be > 0"),
     ({"steps": 0}, "parameter 'steps' = 0: must be > 0"),
@@ -181,6 +182,8 @@ def test_cli_rejects_bad_input_with_exit_code_2(toy, capsys):
     assert "parameter 'eps' = -3.0: must be > 0" in capsys.readouterr().err
     assert main(["run", str(toy), "--profile", "smoke", "-p", "profile", "paper"]) == 2
     assert "choose the profile with --profile, e.g. --profile paper" in capsys.readouterr().err
+    assert main(["run", str(toy), "--profile", "smoke", "-p", "eps", "1", "-p", "eps", "2"]) == 2
+    assert "parameter 'eps' is given more than once with -p" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exited:
         main(["run", str(toy), "--profile", "turbo"])
     assert exited.value.code == 2
@@ -313,3 +316,12 @@ def test_progress_only_where_asked_and_kernel_log_filter(monkeypatch):
     assert not quiet.filter(record)
     record.msg = "Exception in message handler:"
     assert quiet.filter(record)
+
+
+def test_cli_refuses_a_device_this_machine_lacks_before_starting_a_kernel(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["run", "section2_1_algorithm", "--profile", "smoke", "-p", "device", "cuda"]) == 2
+    assert "parameter 'device': device 'cuda' asked for, but this machine has no CUDA device" in capsys.readouterr().err

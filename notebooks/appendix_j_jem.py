@@ -164,8 +164,9 @@ for name in detectors:
 glue_value("n_ood", n_ood)
 markdown_table(["score", *[f"JEM vs {s}" for s in clean_sets], "cross-entropy model vs natural images"],
                [[name, *clean[name].values(), clean_standard[name]] for name in detectors],
-               caption=f"Clean AUROC (ID positive, in-score) of the three JEM scores against natural-image crops "
-                       f"and the unattacked start images, beside the same scores of a classifier of the same "
+               caption=f"Clean AUROC (ID positive, in-score; ID = all {len(test)} test images, where Table 8's "
+                       f"clean column uses the {len(x_in)} attack targets) of the three JEM scores against "
+                       f"natural-image crops and the unattacked start images, beside the same scores of a classifier of the same "
                        f"architecture trained with cross-entropy alone (profile {profile})",
                name="tbl-j-clean")
 

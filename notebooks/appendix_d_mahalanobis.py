@@ -195,8 +195,10 @@ for which, name in zip(("first", "second"), names):
     glue_value(f"features_auroc_{which}", min(attacked[(name, m, "features")] for m in magnitudes))
     glue_value(f"score_mape_{which}", min(mape[(name, m, "score")] for m in magnitudes))
     for target in ("score", "features"):
-        verdicts_here = sorted({rows[(name, m, target)].verdict for m in magnitudes})
-        glue_value(f"{target}_verdict_{which}", " / ".join(verdicts_here))
+        verdicts_here = {m: rows[(name, m, target)].verdict for m in magnitudes}
+        glue_value(f"{target}_verdict_{which}", next(iter(verdicts_here.values()))
+                   if len(set(verdicts_here.values())) == 1
+                   else ", ".join(f"{v} at PM = {m:g}" for m, v in verdicts_here.items()))
 markdown_table(["in-distribution", "PM", "f(x)", "N", "median MAPE of f", "clean AUROC (starts)",
                 "clean AUROC (natural)", "attacked AUROC", "paper (CIFAR-10 / -100)", "attacked ID-like", "verdict"],
                [[name, f"{m:g}", target, str(steps if target == "features" or m == 0 else pm_steps),

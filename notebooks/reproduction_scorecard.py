@@ -21,8 +21,8 @@ profile: str = "default"  # one of profiles; chosen with --profile (the runner s
 # %%
 from oodlib import verdicts
 from oodlib.params import check_chapter
-from oodlib.report import (chapter_banner, collect_results, glue_values, in_book_order, markdown_table,
-                           paper_values_frame, relative_difference, table, verdict_summary)
+from oodlib.report import (chapter_banner, chapter_label, collect_results, glue_values, in_book_order,
+                           markdown_table, paper_values_frame, relative_difference, table, verdict_summary)
 
 check_chapter("reproduction_scorecard", globals())  # the declared parameters, checked as the runner does
 rows = in_book_order(collect_results(profile, exclude=("reproduction_scorecard",)))
@@ -65,7 +65,7 @@ chapter_banner("reproduction_scorecard", globals(),
 
 # %%
 markdown_table(["claim", "verdict", "paper", "clean (starts)", "clean (natural OOD)", "attacked", "ID-like"],
-               [[r["item"], r["verdict"], r["paper"], r.get("clean"), r.get("clean_natural"), r["measured"],
+               [[f"{chapter_label(r['chapter'])} — {r['item']}", r["verdict"], r["paper"], r.get("clean"), r.get("clean_natural"), r["measured"],
                  {None: "—", True: "yes", False: "no"}[r.get("id_like")]] for r in judged],
                caption=f"Every judged claim (profile {profile}). AUROC with ID as positive on in-scores; clean = "
                        "the detector on the unattacked start images (or on the natural-image OOD set), attacked = "

@@ -390,6 +390,19 @@ def in_book_order(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: place.get(r["chapter"], len(place)))
 
 
+def chapter_label(stem: str) -> str:
+    """A chapter's short name as the paper numbers it: ``"section3_1_imagenet"`` → ``"Section 3.1"``,
+    ``"appendix_c_odin"`` → ``"Appendix C"``; an extension chapter keeps its name (``"beyond_defenses"`` →
+    ``"defenses"``)."""
+    parts = stem.split("_")
+    if parts[0] == "section" or parts[0].startswith("section"):
+        numbers = [p for p in [parts[0][len("section"):], *parts[1:]] if p.isdigit()]
+        return "Section " + ".".join(numbers)
+    if parts[0] == "appendix" and len(parts) > 1:
+        return f"Appendix {parts[1].upper()}"
+    return "_".join(parts[1:]) if parts[0] == "beyond" else stem
+
+
 def verdict_summary(rows: Sequence[dict[str, Any]]) -> "pd.DataFrame":
     """Per chapter (book order), how many of its claims were judged and how many of them are each verdict of
     :mod:`oodlib.verdicts`: columns ``chapter``, ``judged`` and one per verdict label; a last row ``all``."""
@@ -398,7 +411,7 @@ def verdict_summary(rows: Sequence[dict[str, Any]]) -> "pd.DataFrame":
     labels = [verdicts.REPRODUCED, verdicts.NOT_REPRODUCED, verdicts.NOT_TESTABLE]
     judged = [r for r in in_book_order(rows) if r.get("verdict")]
     chapters = list(dict.fromkeys(r["chapter"] for r in judged))
-    records = [{"chapter": c, "judged": sum(r["chapter"] == c for r in judged),
+    records = [{"chapter": chapter_label(c), "judged": sum(r["chapter"] == c for r in judged),
                 **{v: sum(r["chapter"] == c and r["verdict"] == v for r in judged) for v in labels}}
                for c in chapters]
     records.append({"chapter": "all", "judged": len(judged), **{v: sum(r["verdict"] == v for r in judged)

@@ -74,7 +74,7 @@ def test_verdict_summary_counts_each_label_per_chapter_in_book_order():
             {"chapter": "section3_1_imagenet", "verdict": None}]
     assert [r["chapter"] for r in in_book_order(rows)][0] == "section3_1_imagenet"
     summary = verdict_summary(rows)
-    assert list(summary["chapter"]) == ["section3_1_imagenet", "appendix_c_odin", "all"]
+    assert list(summary["chapter"]) == ["Section 3.1", "Appendix C", "all"]
     assert list(summary["judged"]) == [2, 1, 3]
     assert summary.iloc[-1][verdicts.NOT_TESTABLE] == 1 and summary.iloc[0][verdicts.REPRODUCED] == 1
 
@@ -95,3 +95,13 @@ def test_a_row_that_judges_nothing_is_saved_without_the_judging_fields(tmp_path)
     saved = json.loads(results.save(tmp_path / "rows.json").read_text())
     assert set(saved[0]) == {"item", "metric", "measured", "paper", "note"}
     assert saved[1]["verdict"] == "reproduced" and saved[1]["clean"] == 0.9
+
+
+def test_chapter_labels_follow_the_papers_numbering():
+    from oodlib.report import chapter_label
+
+    assert chapter_label("section3_1_imagenet") == "Section 3.1"
+    assert chapter_label("section2_2_null_space") == "Section 2.2"
+    assert chapter_label("section1_introduction") == "Section 1"
+    assert chapter_label("appendix_c_odin") == "Appendix C"
+    assert chapter_label("beyond_defenses") == "defenses"

@@ -52,3 +52,12 @@ def test_layer_mape_names_the_unmatched_layer():
     assert torch.equal(values[:, 1], torch.zeros(4, dtype=torch.float64))
     with pytest.raises(ValueError, match="shape"):
         experiments.layer_mape(layers, x_attacked[:2], x_in)
+
+
+def test_start_batch_gives_the_id_mean_to_the_mean_matched_start_only():
+    from oodlib import data
+
+    assert torch.equal(experiments.start_batch("checker2", 2, size=8, channels=1, id_mean=0.2),
+                       data.start_batch("checker2", 2, size=8, channels=1))
+    assert torch.equal(experiments.start_batch("noise_mean_matched", 2, size=8, channels=1, seed=1, id_mean=0.2),
+                       data.start_batch("noise_mean_matched", 2, size=8, channels=1, seed=1, id_mean=0.2))

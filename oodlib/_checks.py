@@ -4,7 +4,9 @@ Two kinds of degenerate input are refused here, before any work starts, with a m
 
 - an empty batch (zero samples), which would otherwise reach torch internals (``min(): Expected reduction dim``,
   ``torch.cat(): expected a non-empty list``) — :func:`nonempty`;
-- a number that is a boolean, not finite, of the wrong kind or out of range — :func:`number` / :func:`integer`.
+- a number that is a boolean, not finite, of the wrong kind or out of range — :func:`number` / :func:`integer`;
+- class labels that do not fit their images (a count, shape or kind torch would report as an internal error) —
+  :func:`labels`.
   Python numbers, NumPy scalars and 0-d tensors (any device) are accepted alike and returned as Python
   ``int`` / ``float``, so ``eps=np.float64(0.5)`` and ``eps=torch.tensor(0.5, dtype=torch.float64)`` give
   exactly the results of ``eps=0.5``.
@@ -36,6 +38,26 @@ def nonempty(x: Any, name: str) -> None:
     if n == 0:
         shown = f" (shape {tuple(shape)})" if shape is not None else ""
         raise ValueError(f"{name} is an empty batch: it holds 0 samples{shown}; give at least one")
+
+
+def labels(y: Any, n: int, name: str = "y") -> torch.Tensor:
+    """``y`` checked as the class labels of ``n`` images and returned as a 1-d ``torch.long`` tensor.
+
+    Raises ``TypeError`` naming ``name`` if ``y`` is not a tensor or array of integers, and ``ValueError`` if it
+    is not one-dimensional, does not hold exactly ``n`` labels, or holds a negative label."""
+    if not isinstance(y, torch.Tensor):
+        if not isinstance(y, np.ndarray):
+            raise TypeError(f"{name} must be a tensor of class labels, got {type(y).__name__}")
+        y = torch.from_numpy(y)
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.dim() != 1:
+        raise ValueError(f"{name} must be one label per image, shape ({n},); got shape {tuple(y.shape)}")
+    if len(y) != n:
+        raise ValueError(f"{name} holds {len(y)} labels for {n} images; give one label per image")
+    if len(y) and int(y.min()) < 0:
+        raise ValueError(f"{name} holds a negative label ({int(y.min())}); class labels count from 0")
+    return y.long()
 
 
 def _scalar(value: Any, name: str) -> int | float:

@@ -412,3 +412,29 @@ def test_an_unknown_or_missing_device_is_a_clear_value_error():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda:0")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("y, error, words", [
+    (torch.arange(4) % 5, ValueError, "y holds 4 labels for 10 images"),
+    ((torch.arange(10) % 5)[:, None], ValueError, r"one label per image, shape \(10,\); got shape \(10, 1\)"),
+    (torch.arange(10).float(), TypeError, "integer class labels"),
+    (torch.arange(10) - 1, ValueError, "negative label"),
+    ([0, 1], TypeError, "tensor of class labels"),
+])
+def test_detector_fits_refuse_labels_that_do_not_fit_the_images(cnn, y, error, words):
+    import oodlib.defenses.bal  # noqa: F401  (registers "bal")
+
+    x = _images(10, seed=3)
+    for name in ("mahalanobis", "bal"):
+        with pytest.raises(error, match=words):
+            make_detector(name, cnn).fit(x, y)
+
+
+def test_gram_refuses_a_fit_it_cannot_split_and_fits_two_images(cnn):
+    gram = make_detector("gram", cnn)
+    with pytest.raises(ValueError, match="at least 2 images x without x_holdout.*got 1"):
+        gram.fit(_images(1, seed=4))
+    with pytest.raises(ValueError, match="x_holdout is an empty batch"):
+        gram.fit(_images(3, seed=4), x_holdout=_images(0, seed=4))
+    gram.fit(_images(2, seed=4))
+    assert (gram.n_fit_images, gram.n_holdout_images) == (1, 1)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import _checks
 from ..detectors.base import ClassifierDetector, register_detector
 from ..utils import batched, eval_mode, module_device
 
@@ -164,9 +165,19 @@ class BAL(ClassifierDetector):
 
     def fit(self, x: Tensor | None = None, y: Tensor | None = None) -> "BAL":
         """Train the conditional GAN (Algorithm 1, lines 1–14) on the frozen classifier's features of the
-        in-distribution training images ``x`` with their labels ``y``."""
+        in-distribution training images ``x`` (N, C, H, W) with their labels ``y`` (N,).
+
+        Raises
+        ------
+        ValueError
+            If ``x`` or ``y`` is missing, ``x`` is empty or ``y`` is not one label per image.
+        TypeError
+            If ``y`` does not hold integer labels.
+        """
         if x is None or y is None:
             raise ValueError("BAL.fit needs the in-distribution training images and their labels")
+        _checks.nonempty(x, "x")
+        y = _checks.labels(y, len(x))
         z = self._features(x)
         device = z.device
         labels = y.to(device)

@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .. import _checks
 from ..utils import batched, eval_mode, module_device
 from .base import ClassifierDetector, register_detector
 
@@ -154,7 +155,7 @@ class Gram(ClassifierDetector):
     def _split(self, n: int) -> tuple[Tensor, Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(n, generator=generator)
-        n_holdout = max(1, round(self.holdout_fraction * n))
+        n_holdout = min(n - 1, max(1, round(self.holdout_fraction * n)))  # both parts keep at least one image
         return order[n_holdout:].sort().values, order[:n_holdout].sort().values
 
     @torch.no_grad()
@@ -162,9 +163,23 @@ class Gram(ClassifierDetector):
             batch_size: int = 500) -> "Gram":
         """Per predicted class, layer and power the elementwise min/max of the Gram features of ``x`` (labels
         ``y`` are not used: the method conditions on the *predicted* class); then each layer's mean deviation on
-        ``x_holdout`` (default: a seeded ``holdout_fraction`` of ``x``, kept out of the min/max)."""
+        ``x_holdout`` (default: a seeded ``holdout_fraction`` of ``x``, kept out of the min/max; at least one image
+        on each side).
+
+        Raises
+        ------
+        ValueError
+            If ``x`` is missing or empty, holds a single image while ``x_holdout`` is not given, or ``x_holdout``
+            is empty.
+        """
         if x is None:
             raise ValueError("Gram.fit needs in-distribution training images x")
+        _checks.nonempty(x, "x")
+        if x_holdout is None and len(x) < 2:
+            raise ValueError(f"Gram.fit needs at least 2 images x without x_holdout (a holdout_fraction of x "
+                             f"calibrates the deviations and the rest gives the min/max); got {len(x)}")
+        if x_holdout is not None:
+            _checks.nonempty(x_holdout, "x_holdout")
         if x_holdout is None:
             keep, held = self._split(len(x))
             x, x_holdout = x[keep], x[held]

@@ -120,9 +120,21 @@ class Mahalanobis(ClassifierDetector):
 
     @torch.no_grad()
     def fit(self, x: Tensor | None = None, y: Tensor | None = None, batch_size: int = 500) -> "Mahalanobis":
-        """Class means and tied precision per layer from training images ``x`` with their true labels ``y``."""
+        """Class means and tied precision per layer from training images ``x`` (N, C, H, W) with their true labels
+        ``y`` (N,).
+
+        Raises
+        ------
+        ValueError
+            If ``x`` or ``y`` is missing, ``x`` is empty, ``y`` is not one label per image
+            (:func:`oodlib._checks.labels`), or a class has no training image.
+        TypeError
+            If ``y`` does not hold integer labels.
+        """
         if x is None or y is None:
             raise ValueError("Mahalanobis.fit needs training images x and their labels y")
+        _checks.nonempty(x, "x")
+        y = _checks.labels(y, len(x))
         device = module_device(self.model)
         widths: list[int] = []
 

@@ -194,3 +194,15 @@ def test_figures_are_shown_at_least_at_the_width_their_legibility_test_assumes(d
     shrunk = [f"{name}: {r['id']} shown {r['width']:.0f} px wide of {r['natural_width']} px" for name, r in images
               if r["width"] < min(r["natural_width"], PAGE_WIDTH_PX) - 2]
     assert shrunk == []
+
+
+def test_every_chapters_results_table_fits_the_page_without_scrolling(dom):
+    """The compact table style (book/_static/oodlib.css) keeps each chapter's results table (paper beside ours,
+    clean beside attacked, verdict, note) inside the page at 1300 px: no horizontal scrolling to reach the
+    verdict. Wider tables of many columns scroll in their own box (test above)."""
+    tables = [(name, r) for name, page in dom.items() for r in layout(page)
+              if r["tag"] == "TABLE" and str(r["id"]).endswith("-results")]
+    assert len(tables) >= 15, f"the probe found only {len(tables)} results tables"
+    wide = [f"{name}: {r['id']} is {r['right'] - r['box_right']:.0f} px too wide" for name, r in tables
+            if r["right"] > r["box_right"] + 1]
+    assert wide == []

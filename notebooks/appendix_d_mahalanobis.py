@@ -221,9 +221,9 @@ markdown_table(["in-distribution", "PM", "f(x)", "N", "median MAPE of f", "clean
 # same measure a fraction {glue:text}`start_id_like:.2f` of the unattacked starts of the first set already is).
 # With f = the score the verdict is *{glue:text}`score_verdict_first`* on the first set (lowest attacked AUROC
 # over the PMs
-# {glue:text}`score_auroc_first:.3f`, median relative error down to {glue:text}`score_mape_first:.3f`) and
+# {glue:text}`score_auroc_first:.3f`, median relative error down to {glue:text}`score_mape_first`) and
 # *{glue:text}`score_verdict_second`* on the second ({glue:text}`score_auroc_second:.3f`, relative error
-# {glue:text}`score_mape_second:.3f`). With f = the concatenated features it is
+# {glue:text}`score_mape_second`). With f = the concatenated features it is
 # *{glue:text}`features_verdict_first`* (lowest AUROC {glue:text}`features_auroc_first:.3f`) and
 # *{glue:text}`features_verdict_second`* ({glue:text}`features_auroc_second:.3f`).
 #
@@ -232,7 +232,7 @@ markdown_table(["in-distribution", "PM", "f(x)", "N", "median MAPE of f", "clean
 # The same score attack (first set, PM = 0, N = {glue:text}`steps`, the authors' routine, the same starts) with ε
 # multiplied by {glue:text}`ablation_factor:g` (ε = {glue:text}`ablation_eps:.2f`, {glue:text}`ablation_rms:.3f`
 # per value) ends with an attacked AUROC of {glue:text}`ablation_auroc:.3f` (median relative error
-# {glue:text}`ablation_mape:.3f`), against {glue:text}`ablation_base:.3f` at the paper's budget; the larger budget
+# {glue:text}`ablation_mape`), against {glue:text}`ablation_base:.3f` at the paper's budget; the larger budget
 # is no reproduction (it is not the paper's), only a measure of how far the result depends on ε.
 
 # %%
@@ -271,13 +271,14 @@ glue_value("worst_layer", worst + 1)
 glue_value("worst_layer_mape", layer_mape_median["f = features"][worst])
 glue_value("best_layer_mape", layer_mape_median["f = features"].min())
 glue_value("concat_mape", mape[(names[0], magnitudes[0], "features")])
-markdown_table(["images", *[f"layer {i + 1}" for i in range(first.n_layers)], "concatenated f"],
+layer_header = ["images", *[f"layer {i + 1}" for i in range(first.n_layers)], "concatenated f"]
+markdown_table(layer_header,
                [[k, *v.tolist(), metrics.mape(first.features(layer_attacks[k]).detach(),
                                               first.features(x_in[names[0]]).detach()).median()]
                 for k, v in layer_mape_median.items()],
                caption=f"Median MAPE of each layer's pooled features against the paired test image's "
                        f"({names[0]}; the concatenation of these layers is f = features; profile {profile})",
-               name="tbl-d-layer-mape", digits=4)
+               name="tbl-d-layer-mape", percent=layer_header[1:])
 
 # %%
 layer_rows = {"test images": first.layer_scores(x_in[names[0]]),
@@ -292,9 +293,9 @@ markdown_table(["images", *[f"layer {i + 1}" for i in range(first.n_layers)]],
                        f"more in-distribution; profile {profile})", name="tbl-d-layers", digits=1)
 
 # %% [markdown]
-# The features attack brings the concatenated feature vector to a median MAPE of {glue:text}`concat_mape:.3f`,
-# but not evenly: layer {glue:text}`worst_layer` is left with a median MAPE of {glue:text}`worst_layer_mape:.3f`,
-# the best-matched layer with {glue:text}`best_layer_mape:.4f` ({numref}`tbl-d-layer-mape`), and that layer's score
+# The features attack brings the concatenated feature vector to a median MAPE of {glue:text}`concat_mape`,
+# but not evenly: layer {glue:text}`worst_layer` is left with a median MAPE of {glue:text}`worst_layer_mape`,
+# the best-matched layer with {glue:text}`best_layer_mape` ({numref}`tbl-d-layer-mape`), and that layer's score
 # stays at {glue:text}`layer_worst_features:.1f` against the test images' {glue:text}`layer_worst_test:.1f`
 # ({numref}`tbl-d-layers`). The attack's objective is a plain squared error over the concatenation; the detector
 # weighs every direction of every layer by its inverse variance, so a residual that is small in the attack's units

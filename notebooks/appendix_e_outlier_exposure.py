@@ -122,23 +122,25 @@ oe, std = clean.loc[(main, "Outlier Exposure", "OE score")], clean.loc[(main, "s
 glue_values(clean_oe_natural=oe["AUROC vs natural-image OOD set"], clean_oe_main=oe[f"AUROC vs {start}"],
             clean_oe_noise=oe["AUROC vs noise"], clean_oe_crops=oe["AUROC vs natural crop"],
             clean_std_natural=std.loc["MSP", "AUROC vs natural-image OOD set"],
-            clean_std_oe_natural=std.loc["OE score", "AUROC vs natural-image OOD set"])
+            clean_std_oe_natural=std.loc["OE score", "AUROC vs natural-image OOD set"],
+            n_test_main=len(study.tests[main].x), n_samples=n_samples)
 table(clean, caption=f"Clean detection: AUROC (ID positive, in-scores) of the whole test set against the {n_ood} "
                      f"natural-image crops of the OOD set and the {n_samples} start images of each start ({start}, "
                      f"natural crops, uniform noise), before the attack (profile {profile})", name="tbl-e-clean")
 
 # %% [markdown]
-# Outlier Exposure does what it is for: on {glue:text}`n_ood` natural-image crops from photographs it never saw,
-# its score reaches an AUROC of {glue:text}`clean_oe_natural:.3f` against {glue:text}`clean_std_natural:.3f` for
-# the MSP of the standard model ({numref}`tbl-e-clean`). The score needs the training: on the standard model it is
-# inverted ({glue:text}`clean_std_oe_natural:.3f`), because $\operatorname{LSE}(l) - \operatorname{mean}(l)$ grows
-# with the spread of the logits, and without Outlier Exposure the crops get more spread-out logits than the digits.
-# The attack needs a start the clean detector catches. The chapter's start, uniform noise with the digits' mean grey
-# level, is caught (AUROC {glue:text}`clean_oe_main:.3f`), and so are the natural-image start crops
-# ({glue:text}`clean_oe_crops:.3f`). The paper's uniform noise is not: the models score it as *more*
-# in-distribution than the test digits (AUROC {glue:text}`clean_oe_noise:.3f`; Section 3.1 explains this failure
-# of small digit classifiers), so an attack from it cannot show a working detector being broken. It is attacked
-# below only as a labelled comparison.
+# Outlier Exposure does what it is for: on {glue:text}`n_ood` natural-image crops from photographs it never saw, its
+# score reaches an AUROC of {glue:text}`clean_oe_natural:.3f` against {glue:text}`clean_std_natural:.3f` for the MSP of
+# the standard model ({numref}`tbl-e-clean`). The score needs the training: on the standard model it is inverted
+# ({glue:text}`clean_std_oe_natural:.3f`), because $\operatorname{LSE}(l) - \operatorname{mean}(l)$ grows with the
+# spread of the logits, and without Outlier Exposure the crops get more spread-out logits than the digits. The attack
+# needs a start the clean detector catches. The chapter's start, uniform noise with the digits' mean grey level, is
+# caught (AUROC {glue:text}`clean_oe_main:.3f`), and so are the natural-image start crops
+# ({glue:text}`clean_oe_crops:.3f`; this table scores the whole test set of {glue:text}`n_test_main` digits against the
+# {glue:text}`n_samples` start images, the attack tables below the {glue:text}`n_samples` paired targets). The paper's
+# uniform noise is not: the models score it as *more* in-distribution than the test digits (AUROC
+# {glue:text}`clean_oe_noise:.3f`; Section 3.1 explains this failure of small digit classifiers), so an attack from it
+# cannot show a working detector being broken. It is attacked below only as a labelled comparison.
 #
 # ## The attack: f(x) = the logits
 #
@@ -168,18 +170,18 @@ defense_study.attack_markdown(
     name="tbl-e-table5")
 
 # %% [markdown]
-# The score is a function of the logits, so it follows them as far as the attack matches them
-# ({numref}`tbl-e-table5`). From the chapter's start, caught before the attack (clean AUROC
-# {glue:text}`clean_main:.3f`), at the paper's root-mean-square budget (ε = {glue:text}`eps_main:.2f` on 28×28),
-# the logits are matched to a median MAPE of {glue:text}`mape_main:.2e` and the AUROC is
-# {glue:text}`auroc_main:.3f` against the paper's 0.500, with {glue:text}`idlike_main:.0%` of the attacked images
-# in-distribution-like: the claim is **{glue:text}`verdict_main`** on this start (the verdict rule of the
-# scorecard). From natural-image crops (clean {glue:text}`clean_crops:.3f`) the median MAPE is
-# {glue:text}`mape_crops:.2e` and the AUROC {glue:text}`auroc_crops:.3f`. From the paper's uniform noise, which the
-# clean detector does not catch (clean {glue:text}`clean_noise:.3f`), the attack ends at {glue:text}`auroc_noise:.3f`
-# (MAPE {glue:text}`mape_noise:.2e`): a comparison, not a reproduction. The budget ablation, the chapter's start at
-# {glue:text}`large_factor:g` times the budget (ε = {glue:text}`eps_main_large:.2f`), reaches a MAPE of
-# {glue:text}`mape_large:.2e` and an AUROC of {glue:text}`auroc_large:.3f`. {glue:text}`other_datasets`
+# The score is a function of the logits, so it follows them as far as the attack matches them ({numref}`tbl-e-table5`).
+# From the chapter's start, caught before the attack (clean AUROC {glue:text}`clean_main:.3f`), at the paper's
+# root-mean-square budget (ε = {glue:text}`eps_main:.2f` on 28×28), the logits are matched to a median MAPE of
+# {glue:text}`mape_main` and the AUROC is {glue:text}`auroc_main:.3f` against the paper's {glue:text}`p_auroc:.3f`, with
+# {glue:text}`idlike_main:.0%` of the attacked images in-distribution-like: the claim is **{glue:text}`verdict_main`**
+# on this start (the verdict rule of the scorecard). From natural-image crops (clean {glue:text}`clean_crops:.3f` on the
+# {glue:text}`n_samples` paired targets) the median MAPE is {glue:text}`mape_crops` and the AUROC
+# {glue:text}`auroc_crops:.3f`. From the paper's uniform noise, which the clean detector does not catch (clean
+# {glue:text}`clean_noise:.3f`), the attack ends at {glue:text}`auroc_noise:.3f` (MAPE {glue:text}`mape_noise`): a
+# comparison, not a reproduction. The budget ablation, the chapter's start at {glue:text}`large_factor:g` times the
+# budget (ε = {glue:text}`eps_main_large:.2f`), reaches a MAPE of {glue:text}`mape_large` and an AUROC of
+# {glue:text}`auroc_large:.3f`. {glue:text}`other_datasets`
 
 # %%
 defense_study.glue_figures(study, runs, xlabel="OE in-score  LSE(l) − mean(l)")

@@ -179,15 +179,14 @@ markdown_table(["start", "ε", "paper (Appendix F.2)", "clean (starts)", "AUROC,
 # The entropy is a function of the members' logits, so it follows them as far as the attack matches them
 # ({numref}`tbl-f-attack`). From the chapter's start, caught before the attack (clean AUROC
 # {glue:text}`clean_main_run:.3f`), at the paper's root-mean-square budget (ε = {glue:text}`eps:.2f`), the concatenated
-# logits reach a median MAPE of {glue:text}`mape_main:.2e` and the AUROC {glue:text}`auroc_main:.3f`, with
-# {glue:text}`idlike_main:.0%` of the attacked images in-distribution-like: beside the paper's 0.500 the claim is
-# **{glue:text}`verdict_main`** (the verdict rule of the scorecard). An AUROC must be read with its MAPE: the
-# attacked images' scores form a distribution of their own ({numref}`fig-f-hist-main`). From the paper's uniform
+# logits reach a median MAPE of {glue:text}`mape_main` and the AUROC {glue:text}`auroc_main:.3f`, with
+# {glue:text}`idlike_main:.0%` of the attacked images in-distribution-like: beside the paper's {glue:text}`p_auroc:.3f`
+# the claim is **{glue:text}`verdict_main`** (the verdict rule of the scorecard). An AUROC must be read with its MAPE:
+# the attacked images' scores form a distribution of their own ({numref}`fig-f-hist-main`). From the paper's uniform
 # noise, not caught before the attack (clean {glue:text}`clean_noise_run:.3f`), the attack ends at
-# {glue:text}`auroc_noise:.3f` (MAPE {glue:text}`mape_noise:.2e`): a comparison, not a reproduction. The budget
-# ablation, {glue:text}`large_factor:g` times the budget from the chapter's start (ε = {glue:text}`eps_large:.2f`),
-# reaches a median MAPE of {glue:text}`mape_large:.2e` and an AUROC of {glue:text}`auroc_large:.3f`
-# ({numref}`fig-f-hist-large`).
+# {glue:text}`auroc_noise:.3f` (MAPE {glue:text}`mape_noise`): a comparison, not a reproduction. The budget ablation,
+# {glue:text}`large_factor:g` times the budget from the chapter's start (ε = {glue:text}`eps_large:.2f`), reaches a
+# median MAPE of {glue:text}`mape_large` and an AUROC of {glue:text}`auroc_large:.3f` ({numref}`fig-f-hist-large`).
 
 # %%
 for key, a in (("fig_hist_main", start), ("fig_hist_large", large)):

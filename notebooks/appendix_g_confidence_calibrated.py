@@ -181,14 +181,14 @@ defense_study.attack_markdown(
 # Everything after the classifier module's input is a function of it, so the score follows that vector as far as
 # the attack matches it ({numref}`tbl-g-table6`). From the chapter's start, caught before the attack (clean AUROC
 # {glue:text}`clean_main:.3f`), at the paper's root-mean-square budget (ε = {glue:text}`eps_main:.2f`) the match
-# reaches a median MAPE of {glue:text}`mape_main:.2e` and the AUROC {glue:text}`auroc_main:.3f`, with
+# reaches a median MAPE of {glue:text}`mape_main` and the AUROC {glue:text}`auroc_main:.3f`, with
 # {glue:text}`idlike_main:.0%` of the attacked images in-distribution-like; beside the paper's SVHN value (0.501)
 # the claim is **{glue:text}`verdict_main`** (the verdict rule of the scorecard). From natural-image crops (clean
-# {glue:text}`clean_crops:.3f`) the match reaches {glue:text}`mape_crops:.2e` and the AUROC
+# {glue:text}`clean_crops:.3f`) the match reaches {glue:text}`mape_crops` and the AUROC
 # {glue:text}`auroc_crops:.3f`. From the paper's uniform noise, not caught before the attack (clean
-# {glue:text}`clean_noise:.3f`), the attack ends at {glue:text}`auroc_noise:.3f` (MAPE {glue:text}`mape_noise:.2e`):
+# {glue:text}`clean_noise:.3f`), the attack ends at {glue:text}`auroc_noise:.3f` (MAPE {glue:text}`mape_noise`):
 # a comparison, not a reproduction. The budget ablation, {glue:text}`large_factor:g` times the budget from the
-# chapter's start (ε = {glue:text}`eps_main_large:.2f`), reaches {glue:text}`mape_large:.2e` and
+# chapter's start (ε = {glue:text}`eps_main_large:.2f`), reaches {glue:text}`mape_large` and
 # {glue:text}`auroc_large:.3f`. {glue:text}`other_datasets` Training against generated boundary samples teaches
 # the classifier to be uncertain on the outliers its generator finds; nothing in it constrains an image that
 # reproduces an in-distribution image's internal representation.

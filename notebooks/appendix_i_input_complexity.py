@@ -205,7 +205,7 @@ glue_figure("fig_images", fig)
 # **{glue:text}`verdict`** here, and the images are still spirals ({numref}`fig-appi-images`; a fraction
 # {glue:text}`fraction_id_like:.2f` of them are as close to a training face as held-out faces are). Stored as 8-bit
 # images they keep the effect (AUROC {glue:text}`auroc_8bit:.3f`).
-# The median MAPE of S is {glue:text}`mape_attacked:.2e`. $L$ is a file length, so it moves in whole bytes of the
+# The median MAPE of S is {glue:text}`mape_attacked`. $L$ is a file length, so it moves in whole bytes of the
 # PNG file ({glue:text}`bits_per_byte:.4f` bits per dimension a byte), and the attack, which treats $L$ as a
 # constant (its gradient is zero), cannot steer those steps.
 #

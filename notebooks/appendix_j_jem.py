@@ -316,12 +316,12 @@ glue_figure("fig_images", fig)
 #
 # **What matches the paper.** $\log p(x)$ and $\max_y p(y\mid x)$ are functions of the logits, so an attack that
 # matches the logits matches them too. How closely it matches decides the AUROC: at the paper's change per pixel the
-# median MAPE is {glue:text}`mape_spiral:.2e` and the AUROCs are {glue:text}`auroc_0:.3f` and
+# median MAPE is {glue:text}`mape_spiral` and the AUROCs are {glue:text}`auroc_0:.3f` and
 # {glue:text}`auroc_1:.3f` (paper: 0.559 and 0.513; clean on the spiral {glue:text}`clean_0:.3f` and
 # {glue:text}`clean_1:.3f`), with {glue:text}`idlike_main:.0%` of the attacked images in-distribution-like. By the
 # scorecard's rule the two claims are **{glue:text}`verdict_0`** and **{glue:text}`verdict_1`**
 # ({numref}`tbl-j-table8`). **Then look at the images** ({numref}`fig-j-images`) and the measurement beside them:
-# at the ablation's ε = {glue:text}`eps_extra:g` the MAPE is {glue:text}`mape_extra:.2e` and the AUROCs are
+# at the ablation's ε = {glue:text}`eps_extra:g` the MAPE is {glue:text}`mape_extra` and the AUROCs are
 # {glue:text}`auroc_extra_0:.3f` and {glue:text}`auroc_extra_1:.3f`, but {glue:text}`idlike_extra:.0%` of the
 # attacked images are as close to a training digit as held-out test digits are. An attack whose images became
 # in-distribution-like is no OOD attack, so the rule does not count these rows as reproductions (verdicts
@@ -346,7 +346,7 @@ glue_figure("fig_images", fig)
 # **The noise start.** The paper abandoned the noise start because its attacked images "look like images in
 # CIFAR10", and suggested (Appendix J, last paragraph) that an EBM, which learns to push down the density of its own
 # noise-initialised samples, may resist noise starts. Here the logits attack from noise (a comparison row) ends at a
-# median MAPE of {glue:text}`mape_noise:.2e`, $\log p(x)$ gives the attacked noise an AUROC of
+# median MAPE of {glue:text}`mape_noise`, $\log p(x)$ gives the attacked noise an AUROC of
 # {glue:text}`noise_logpx:.3f`, and {glue:text}`idlike_noise:.0%` of the attacked noise images are
 # in-distribution-like.
 #

@@ -239,7 +239,7 @@ glue_figure("fig_threats", plots.image_grid(images, n=8))
 # {glue:text}`auroc_msp_features:.3f` on the very same attacked images ({numref}`fig-defenses-bal`,
 # {numref}`fig-defenses-bal-hist`). The median discriminator output is
 # {glue:text}`bal_p2_in:.3f` on the ID images and {glue:text}`bal_p2_out:.3f` on the attacked ones, and the
-# features are matched to a median MAPE of {glue:text}`bal_mape:.2e` at this ε and number of iterations.
+# features are matched to a median MAPE of {glue:text}`bal_mape` at this ε and number of iterations.
 
 # %%
 x_bal = bal["ood_features"].x_out

@@ -32,8 +32,8 @@ summary = verdict_summary(rows)
 reference = paper_values_frame()
 glue_values(n_rows=len(rows), n_with_paper=len(with_paper), n_chapters=len({r["chapter"] for r in rows}),
             n_judged=len(judged), n_reference=len(reference), clean_min=verdicts.CLEAN_AUROC_MIN,
-            tolerance=verdicts.AUROC_TOLERANCE, mape_threshold=100 * verdicts.MAPE_THRESHOLD,
-            mape_majority=100 * verdicts.MAPE_MAJORITY, id_like_quantile=100 * verdicts.ID_LIKE_QUANTILE,
+            tolerance=verdicts.AUROC_TOLERANCE, mape_threshold=verdicts.MAPE_THRESHOLD,
+            mape_majority=verdicts.MAPE_MAJORITY, id_like_quantile=100 * verdicts.ID_LIKE_QUANTILE,
             **{f"n_{label.replace(' ', '_')}": int(summary.iloc[-1][label])
                for label in (verdicts.REPRODUCED, verdicts.NOT_REPRODUCED, verdicts.NOT_TESTABLE)})
 table(summary, caption=f"Verdicts per chapter, in the paper's order (profile {profile})",
@@ -61,7 +61,7 @@ chapter_banner("reproduction_scorecard", globals(),
 #   nearest training image as the {glue:text}`id_like_quantile:.0f`th percentile of held-out ID test images; such a
 #   result cannot count as reproduced;
 # * "most MAPE values are less than 0.1%" (Section 3.1) is *reproduced* when at least
-#   {glue:text}`mape_majority:.0f`% of the pairs have MAPE below {glue:text}`mape_threshold:.1f`%.
+#   {glue:text}`mape_majority` of the pairs have MAPE below {glue:text}`mape_threshold`.
 
 # %%
 markdown_table(["claim", "verdict", "paper", "clean (starts)", "clean (natural OOD)", "attacked", "ID-like"],

@@ -97,8 +97,8 @@ msp = make_detector("msp", model)
 msp_in = glue_value("msp_in", msp.score_batched(x_in)[0])
 for name, run in runs.items():
     key = "medical" if name == medical_start else "noise"
-    glue_value(f"mape_{key}_pct", 100 * run.mape[0])
-    glue_value(f"mape_start_{key}_pct", 100 * run.mape_start[0])
+    glue_value(f"mape_{key}", run.mape[0])
+    glue_value(f"mape_start_{key}", run.mape_start[0])
     glue_value(f"msp_start_{key}", msp.score_batched(run.x_start)[0])
     glue_value(f"msp_attacked_{key}", msp.score_batched(run.x_attacked)[0])
     results.add(f"Figure 1: {label}, {experiments.start_label(name)} start", "MAPE", run.mape[0],
@@ -132,9 +132,9 @@ for name, run in runs.items():
 # ## What the figure shows
 #
 # Before the attack the codes of the start images are far from $z_{in}$ (MAPE
-# {glue:text}`mape_start_medical_pct:.1f`% for the medical image, {glue:text}`mape_start_noise_pct:.1f`% for
-# noise); after it they lie on top of it (MAPE {glue:text}`mape_medical_pct:.2f`% and
-# {glue:text}`mape_noise_pct:.2f`%, {numref}`fig-s1-medical` and {numref}`fig-s1-noise`). The attacked images
+# {glue:text}`mape_start_medical` for the medical image, {glue:text}`mape_start_noise` for
+# noise); after it they lie on top of it (MAPE {glue:text}`mape_medical` and
+# {glue:text}`mape_noise`, {numref}`fig-s1-medical` and {numref}`fig-s1-noise`). The attacked images
 # are visibly changed — the budget per pixel is large — but look nothing like a digit: they are still
 # out-of-distribution. Any score computed from $z$ follows: the maximum softmax probability (MSP)
 # {cite:p}`hendrycks2017baseline` of the in-distribution image is {glue:text}`msp_in:.4f`; those of the attacked

@@ -142,11 +142,11 @@ markdown_table(["update", "median final MAPE", "mean ‖x − x'_out‖₂"],
 # ```
 #
 # After N = {glue:text}`steps` iterations the printed rule reaches a median MAPE of
-# {glue:text}`mape_printed:.2e` against {glue:text}`mape_authors:.2e` for the authors' routine
+# {glue:text}`mape_printed` against {glue:text}`mape_authors` for the authors' routine
 # ({numref}`tbl-s21-updates`): the printed rule moves exactly α = ε/100 in L2 per iteration, so in N iterations it
 # cannot travel further than N·α, while Adamax moves each pixel by about α. The authors' routine, however,
 # stalls: its per-pixel step never shrinks, so the iterate keeps jittering at the plateau visible in
-# {numref}`fig-s21-updates`. Decaying the step (cosine schedule) ends at {glue:text}`mape_cosine:.2e`,
+# {numref}`fig-s21-updates`. Decaying the step (cosine schedule) ends at {glue:text}`mape_cosine`,
 # {glue:text}`cosine_effect` the authors' routine. The authors' iterate ends {glue:text}`sphere` (mean distance
 # {glue:text}`dist_authors:.3f` from its start for ε = {glue:text}`eps_value:.3g`); the authors' own CIFAR-10 demo
 # ends on it (9.994 at ε = 10).
@@ -219,8 +219,8 @@ results.add(f"Section 2.1: default routine, N = {steps_long // 10}", "median MAP
 # :name: fig-s21-quality
 #
 # The authors' routine for N = {glue:text}`steps_long` iterations against the library's default routine for
-# N = {glue:text}`steps_short`: median MAPE {glue:text}`mape_authors_long:.2e` against
-# {glue:text}`mape_fast_short:.2e`.
+# N = {glue:text}`steps_short`: median MAPE {glue:text}`mape_authors_long` against
+# {glue:text}`mape_fast_short`.
 # ```
 
 # %%

@@ -47,8 +47,8 @@ import torch
 from oodlib import data, experiments, metrics, pigeonhole, plots
 from oodlib.autoencoder import AutoEncoderSpec
 from oodlib.params import check_chapter
-from oodlib.report import (Results, chapter_banner, glue_figure, glue_value, glue_values, markdown_table,
-                           paper_value)
+from oodlib.report import (Results, chapter_banner, format_percent, glue_figure, glue_value, glue_values,
+                           markdown_table, paper_value)
 from oodlib.store import ModelSpec, get_model, model_info
 
 check_chapter("section2_2_pigeonhole", globals())  # the declared parameters, checked as the runner does
@@ -196,9 +196,9 @@ glue_figure("fig_nearest", plots.mape_histogram(nearest))
 nearest_rows = [[name, str(len(v)), v.median(), v.min(), metrics.mape_fraction_below(v)] for name, v in nearest.items()]
 for name, count, median, smallest, fraction in nearest_rows:
     results.add(f"Section 2.2 (beyond the paper): {name}, nearest training code", "fraction MAPE < 0.1%",
-                fraction, note=f"median nearest MAPE {median:.3g} over {count} images")
-glue_values(noise_min=nearest["uniform noise"].min(), natural_min=nearest["natural images (OOD)"].min(),
-            id_median=nearest["ID test images"].median())
+                fraction, note=f"median nearest MAPE {format_percent(median)} over {count} images")
+glue_values(noise_min_mape=nearest["uniform noise"].min(), natural_min_mape=nearest["natural images (OOD)"].min(),
+            id_median_mape=nearest["ID test images"].median())
 markdown_table(["images", "count", "median nearest MAPE", "smallest nearest MAPE", "fraction < 0.1%"],
                nearest_rows, caption=f"MAPE between each image's code and the nearest code of the {len(train)} "
                                      f"training images ({arch} on {dataset}, profile {profile})",
@@ -213,8 +213,8 @@ markdown_table(["images", "count", "median nearest MAPE", "smallest nearest MAPE
 # ```
 #
 # Not one unattacked OOD image comes near an in-distribution code: the smallest nearest-code MAPE is
-# {glue:text}`noise_min:.3f` for noise and {glue:text}`natural_min:.3f` for natural images
-# ({numref}`tbl-s22-nearest`), while held-out digits typically sit at {glue:text}`id_median:.3f` from a training
+# {glue:text}`noise_min_mape` for noise and {glue:text}`natural_min_mape` for natural images
+# ({numref}`tbl-s22-nearest`), while held-out digits typically sit at {glue:text}`id_median_mape` from a training
 # digit. Images drawn at random, even by the thousand, land in their own region of the latent space; the OOD–ID
 # collisions that the counting argument makes plausible are a vanishing fraction of all inputs and must be
 # *searched for* — which is what Algorithm 1 does (Section 2.1) and what the null-space construction does

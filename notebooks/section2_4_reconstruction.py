@@ -175,7 +175,7 @@ glue_figure("fig_images", plots.image_grid(images, n=8))
 # ```
 #
 # **The paper's argument {glue:text}`argument`.** At ε = {glue:text}`eps_show:g` the attack matches the code (median MAPE
-# {glue:text}`paper_mape:.1e`), so the reconstruction of the attacked image is the reconstruction of the digit
+# {glue:text}`paper_mape`), so the reconstruction of the attacked image is the reconstruction of the digit
 # ({numref}`fig-s24-images`), and the reconstruction error — {glue:text}`paper_error:.2f` on average, equal to
 # $\lVert x_{out} - \hat{x}_{in}\rVert$ = {glue:text}`paper_distance:.2f` as the paper predicts — is far above
 # that of the digits: AUROC {glue:text}`paper_auroc:.3f` ({numref}`fig-s24-paper-scores`). At the smallest ε the

@@ -222,8 +222,8 @@ markdown_table(["encoder", *experiments.EVIDENCE_HEADER], table_rows,
 # {glue:text}`clean_natural_0:.3f`. {numref}`tbl-s31-table1` has the second encoder.
 #
 # **The budget, measured.** The same run of the noise column with a larger budget, ε =
-# {glue:text}`eps_large_noise:g` (first encoder): the median MAPE goes from {glue:text}`policy_mape:.2e` to
-# {glue:text}`ablation_mape:.2e` and the attacked AUROC is then {glue:text}`ablation_attacked:.3f`. This row is an
+# {glue:text}`eps_large_noise:g` (first encoder): the median MAPE goes from {glue:text}`policy_mape` to
+# {glue:text}`ablation_mape` and the attacked AUROC is then {glue:text}`ablation_attacked:.3f`. This row is an
 # ablation and carries no verdict.
 #
 # ## The paper's Figures 3–4: the MAPE claim
@@ -274,16 +274,16 @@ markdown_table(["encoder", *experiments.MAPE_VARIANT_HEADER], mape_rows,
 
 # %% [markdown]
 # **Measured against the claim.** With the fast routine at the policy budget, the median MAPE is
-# {glue:text}`mape_fast_policy:.2e` and the fraction of pairs below 0.1% is {glue:text}`mape_fraction_0:.2f` for
+# {glue:text}`mape_fast_policy` and the fraction of pairs below 0.1% is {glue:text}`mape_fraction_0:.2f` for
 # the first encoder: **{glue:text}`mape_verdict_0`** ({numref}`tbl-s31-mape` has the second). The ablations on the
 # first encoder ({numref}`tbl-s31-mape`), median MAPE:
 #
-# - *budget*: at N = {glue:text}`steps` with the authors' routine, {glue:text}`mape_authors_policy:.2e` at the
-#   policy budget against {glue:text}`mape_authors_large:.2e` at ε = {glue:text}`eps_large_noise:g`;
+# - *budget*: at N = {glue:text}`steps` with the authors' routine, {glue:text}`mape_authors_policy` at the
+#   policy budget against {glue:text}`mape_authors_large` at ε = {glue:text}`eps_large_noise:g`;
 # - *step schedule*: at ε = {glue:text}`eps_large_noise:g` and N = {glue:text}`steps`, the authors' routine
-#   {glue:text}`mape_authors_large:.2e` against the fast routine {glue:text}`mape_fast_large_short:.2e`;
-# - *iterations*: the fast routine at ε = {glue:text}`eps_large_noise:g`, {glue:text}`mape_fast_large_short:.2e`
-#   after N = {glue:text}`steps` against {glue:text}`mape_fast_large:.2e` after N = {glue:text}`steps_fast`
+#   {glue:text}`mape_authors_large` against the fast routine {glue:text}`mape_fast_large_short`;
+# - *iterations*: the fast routine at ε = {glue:text}`eps_large_noise:g`, {glue:text}`mape_fast_large_short`
+#   after N = {glue:text}`steps` against {glue:text}`mape_fast_large` after N = {glue:text}`steps_fast`
 #   (the paper uses N = 10⁴).
 #
 # These three factors are the only reasons this page gives for a difference from the paper's histograms, each

@@ -220,7 +220,7 @@ glue_figure("fig_images", fig)
 # ```
 #
 # From the spiral, the attack matches the faces' NLL to a median relative error of
-# {glue:text}`mape_spiral:.2e` and the NLL detector goes from AUROC {glue:text}`clean_spiral:.3f` on the clean
+# {glue:text}`mape_spiral` and the NLL detector goes from AUROC {glue:text}`clean_spiral:.3f` on the clean
 # spirals to {glue:text}`auroc_spiral:.3f` on the attacked ones ({numref}`tbl-s32-attack`,
 # {numref}`fig-s32-hist-spiral`): the paper's Figure 5 claim is **{glue:text}`verdict_spiral`** here. The
 # attacked images ({numref}`fig-s32-images`) are still spirals under a faint texture: the budget allows a

@@ -220,7 +220,7 @@ glue_figure("fig_hist", fig)
 # ```
 #
 # **The logits attack against the classifier and against CCU.** Matching the logits (median MAPE
-# {glue:text}`mape_logits:.2e`) moves the MSP AUROC of the attacked images from {glue:text}`msp_clean:.3f` (clean,
+# {glue:text}`mape_logits`) moves the MSP AUROC of the attacked images from {glue:text}`msp_clean:.3f` (clean,
 # same starts) to {glue:text}`msp_logits:.3f`, while CCU goes from {glue:text}`ccu_clean:.3f` to
 # {glue:text}`ccu_logits:.3f`
 # ({numref}`tbl-s4-attack`, {numref}`fig-s4-hist`). The classifier's term $p(y\mid x, i)$ is now that of a digit,
@@ -341,7 +341,7 @@ glue_figure("fig_sweep", fig)
 # and the attacked images end with median log-odds of {glue:text}`odds_at_eps:.2g` (test digits:
 # {glue:text}`odds_id:.2g`). The classifier alone: from the same starts with the same ε the logits attack moves its
 # MSP AUROC from {glue:text}`msp_clean:.3f` (clean) to {glue:text}`msp_logits:.3f`, at a median logit MAPE of
-# {glue:text}`mape_logits:.2f`.
+# {glue:text}`mape_logits`.
 #
 # **Where half pass.** Half the attacked images are accepted from ε = {glue:text}`eps_broken:.2f` on
 # ({glue:text}`rms_broken:.2f` per pixel, {glue:text}`broken_ratio:.1f` times the paper's budget; nan if no ε of

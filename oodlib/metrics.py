@@ -20,6 +20,7 @@ inputs are detached, moved to the CPU and converted to float64 before computing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "as_float64_array",
     "mape",
     "auroc",
+    "auroc_standard_error",
     "aupr_in",
     "aupr_out",
     "fpr_at_95_tpr",
@@ -230,6 +232,29 @@ def auroc(score_in: Any, score_out: Any) -> float:
     n_in, n_out = s_in.size, s_out.size
     u_statistic = ranks[:n_in].sum() - n_in * (n_in + 1) / 2.0
     return float(u_statistic / (n_in * n_out))
+
+
+def auroc_standard_error(auroc_value: float, n_in: int, n_out: int) -> float:
+    """Standard error of an AUROC measured on ``n_in`` ID and ``n_out`` OOD samples (Hanley & McNeil 1982, Eq. 1;
+    the exponential approximation of its ``Q1``, ``Q2``).
+
+    ``SE = sqrt((A(1 − A) + (n_in − 1)(Q1 − A²) + (n_out − 1)(Q2 − A²)) / (n_in · n_out))`` with
+    ``Q1 = A / (2 − A)`` and ``Q2 = 2A² / (1 + A)``. It tells how far two AUROCs of one detector on different
+    samples of the same sets can differ by sampling alone (about ±0.03 at A = 0.83 on 100 against 100 images).
+
+    Raises
+    ------
+    ValueError
+        If ``auroc_value`` is outside [0, 1] or a sample count is below 1.
+    """
+    a = float(auroc_value)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"auroc_value must be in [0, 1], got {auroc_value!r}")
+    if int(n_in) < 1 or int(n_out) < 1:
+        raise ValueError(f"the sample counts must be at least 1, got n_in={n_in!r}, n_out={n_out!r}")
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    variance = (a * (1.0 - a) + (n_in - 1) * (q1 - a * a) + (n_out - 1) * (q2 - a * a)) / (n_in * n_out)
+    return math.sqrt(max(variance, 0.0))
 
 
 def _average_precision(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from oodlib.metrics import as_float64_array, mape as _mape_metric, mape_fraction_below
+from oodlib.report import format_percent, names_mape
 
 if TYPE_CHECKING:
     from oodlib.experiments import DetectorAttack
@@ -109,11 +110,6 @@ def _numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _percent(fraction: float) -> str:
-    """Format a fraction as a percentage with three significant digits (0.0003 -> '0.03%')."""
-    return f"{100 * fraction:.3g}%"
-
-
 def _as_named(values: Mapping[str, Any] | Any) -> dict[str, Any]:
     """Wrap a single array as ``{"": array}``; pass mappings through as a dict."""
     if isinstance(values, Mapping):
@@ -154,9 +150,9 @@ def _mape_panel(ax: Axes, values: np.ndarray, threshold: float, log_x: bool) -> 
     ax.axvline(threshold, color="0.15", linestyle="--", linewidth=1.1)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # headroom for the label
     fraction = mape_fraction_below(values, threshold)
-    ax.text(0.97, 0.95, f"{_percent(fraction)} < {_percent(threshold)}", transform=ax.transAxes,
+    ax.text(0.97, 0.95, f"{format_percent(fraction)} < {format_percent(threshold)}", transform=ax.transAxes,
             ha="right", va="top", bbox=_TEXT_BOX)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _percent(v)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_percent(v)))
     ax.set_xlabel("MAPE")
     ax.set_ylabel("samples")
 
@@ -307,7 +303,7 @@ def z_scatter(
         if mape is None:
             mape = float(_mape_metric(z_out_flat[None], z_in_flat[None])[0])
     if mape is not None:
-        ax.text(0.03, 0.95, f"MAPE = {_percent(mape)}", transform=ax.transAxes,
+        ax.text(0.03, 0.95, f"MAPE = {format_percent(mape)}", transform=ax.transAxes,
                 ha="left", va="top", bbox=_TEXT_BOX, zorder=4)
     ax.set_xlabel("feature index")
     ax.set_ylabel("value")
@@ -478,10 +474,11 @@ def loss_curves(
     histories: Mapping[str, Any] | Any,
     *,
     iterations: Mapping[str, Any] | Any | None = None,
-    ylabel: str = "MAPE",
+    ylabel: str = "MAPE in %",
     log_y: bool = True,
     xlabel: str = "iteration",
     band: bool = True,
+    percent: bool | None = None,
 ) -> Figure:
     """Attack progress: the per-iteration median of a per-sample quantity, with its IQR band.
 
@@ -496,7 +493,7 @@ def loss_curves(
     iterations : mapping of str to array-like, or array-like, optional
         The iteration number of each recorded row, shape (T,), keyed like ``histories`` (an attack records every
         ``record_every``-th iteration: :attr:`oodlib.attack.AttackResult.iterations`). Default: 0, 1, …, T − 1.
-    ylabel : str, default "MAPE"
+    ylabel : str, default "MAPE in %"
         Label of the value axis.
     log_y : bool, default True
         Logarithmic value axis.
@@ -504,6 +501,9 @@ def loss_curves(
         Label of the iteration axis.
     band : bool, default True
         Shade the interquartile range across samples (only for (T, N) histories, N > 1).
+    percent : bool, optional
+        Plot the values (fractions) in percent, the book's unit of a MAPE (:mod:`oodlib.report`'s number policy).
+        Default: when ``ylabel`` names a MAPE.
 
     Returns
     -------
@@ -515,9 +515,10 @@ def loss_curves(
     at = _as_named(iterations) if iterations is not None else {}
     if at and set(at) != set(named):
         raise ValueError(f"iterations are keyed {sorted(at)}; the histories {sorted(named)}")
+    scale = 100.0 if (names_mape(ylabel) if percent is None else percent) else 1.0
     fig, ax = plt.subplots(figsize=(5.0, 3.2))
     for color, (name, history) in zip(sns.color_palette(_PALETTE, len(named)), named.items()):
-        values = _numpy(history)
+        values = scale * _numpy(history)
         median, q25, q75 = _median_and_quartiles(values)
         steps = _numpy(at[name]).reshape(-1) if at else np.arange(len(median))
         if len(steps) != len(median):
@@ -547,7 +548,7 @@ def attack_curves(runs: Mapping[str, Any], *, quantity: str = "mape", ylabel: st
     """
     if quantity not in ("mape", "loss"):
         raise ValueError(f"quantity must be 'mape' or 'loss'; got {quantity!r}")
-    default = "MAPE (median, IQR band)" if quantity == "mape" else "‖f(x) − f(x_in)‖² (median, IQR band)"
+    default = "MAPE in % (median, IQR band)" if quantity == "mape" else "‖f(x) − f(x_in)‖² (median, IQR band)"
     return loss_curves({name: getattr(run, f"{quantity}_history") for name, run in runs.items()},
                        iterations={name: run.iterations for name, run in runs.items()},
                        ylabel=ylabel or default)

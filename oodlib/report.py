@@ -12,6 +12,7 @@ import functools
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -62,6 +63,18 @@ def as_float(value: Any) -> float | None:
     return float(value)
 
 
+def as_number(value: Any) -> int | float | None:
+    """Like :func:`as_float`, but an integer (Python, NumPy or a torch integer scalar) stays an ``int``, so that
+    a count or a power is saved and printed as one."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    return float(value)
+
+
 class Results:
     """The rows of one chapter."""
 
@@ -69,7 +82,7 @@ class Results:
         self.rows: list[Row] = []
 
     def add(self, item: str, metric: str, measured: Any, paper: Any = None, note: str = "") -> Row:
-        row = Row(item, metric, as_float(measured), as_float(paper), note)
+        row = Row(item, metric, as_number(measured), as_number(paper), note)
         self.rows.append(row)
         return row
 
@@ -159,11 +172,15 @@ class Results:
     def table(self, caption: str, name: str, digits: int = 3) -> "Markdown":
         """The rows as a numbered MyST table (paper beside measured; with the clean AUROCs and the verdict when a
         row judges a claim)."""
+        def value(r: Row, v: Any) -> str:
+            return format_number(v, digits, percent=names_mape(r.metric))
+
         if not any(r.verdict or r.clean is not None for r in self.rows):
-            body = [[r.item, r.metric, _fmt(r.paper, digits), _fmt(r.measured, digits), r.note] for r in self.rows]
+            body = [[r.item, r.metric, value(r, r.paper), value(r, r.measured), r.note] for r in self.rows]
             return markdown_table(["item", "metric", "paper", "measured", "note"], body, caption=caption, name=name)
-        body = [[r.item, r.metric, _fmt(r.paper, digits), _fmt(r.clean, digits), _fmt(r.clean_natural, digits),
-                 _fmt(r.measured, digits), r.verdict or "—", r.note] for r in self.rows]
+        body = [[r.item, r.metric, value(r, r.paper), format_number(r.clean, digits),
+                 format_number(r.clean_natural, digits), value(r, r.measured), r.verdict or "—", r.note]
+                for r in self.rows]
         return markdown_table(["item", "metric", "paper", "clean (starts)", "clean (natural OOD)", "measured",
                                "verdict", "note"], body, caption=caption, name=name)
 
@@ -185,7 +202,38 @@ def _jsonable(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+# ------------------------------------------------------------------------------------------ number formats
+# One policy for every number a page shows, in tables, glued prose and figures:
+# * a count (an integer) is printed as an integer;
+# * a MAPE (Section 3's mean absolute percentage error, stored as a fraction) is printed as a percentage with
+#   three significant digits, as the paper states it ("less than 0.1%"): 0.000143 -> "0.0143%";
+# * any other number with a fixed number of decimals (AUROCs: three, as the paper's tables), switching to
+#   scientific notation only below the last decimal or from 10^5 on;
+# * a missing value is "—", a NaN "n/a".
+# Tables (markdown_table, table, Results.table) apply it by column header or metric, glue_value by key, and
+# oodlib.plots writes MAPE in figures with format_percent.
+PERCENT_DIGITS = 3
+"""Significant digits of a percentage (:func:`format_percent`)."""
+
+
+def names_mape(label: str) -> bool:
+    """Whether a table header, results metric or glue key names a MAPE value: one of its words is "MAPE" (any
+    case; words split at anything but letters and digits) and none is "fraction" or "n" (a share or a count of
+    pairs). ``"median MAPE of z"``, ``"mape_main"`` → True; ``"fraction MAPE < 0.1%"``, ``"n_mape"`` → False."""
+    words = set(re.findall(r"[a-z0-9]+", label.lower()))
+    return "mape" in words and not words & {"fraction", "n"}
+
+
+def format_percent(fraction: float) -> str:
+    """A fraction as a percentage with :data:`PERCENT_DIGITS` significant digits: 0.000143 → ``"0.0143%"``,
+    0.5 → ``"50%"``."""
+    return f"{100 * float(fraction):.{PERCENT_DIGITS}g}%"
+
+
+def format_number(value: Any, digits: int = 3, percent: bool = False) -> str:
+    """A value as the book prints it (the policy above): None → "—", NaN → "n/a", a string unchanged, an integer
+    as an integer, a float with ``digits`` decimals (scientific below ``10**-digits`` and from 10^5 on), or with
+    ``percent`` as :func:`format_percent`."""
     if value is None:
         return "—"
     if isinstance(value, str):
@@ -195,20 +243,34 @@ def _fmt(value: Any, digits: int = 3) -> str:
     value = float(value)
     if math.isnan(value):
         return "n/a"
+    if percent:
+        return format_percent(value)
     if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e5):
         return f"{value:.{digits}g}" if abs(value) >= 1e5 else f"{value:.2e}"
     return f"{value:.{digits}f}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str, name: str,
-                   digits: int = 3) -> "Markdown":
+                   digits: int = 3, percent: Sequence[str] | None = None) -> "Markdown":
     """A MyST ``list-table`` with ``:name:`` — numbered as a *Table* and cross-referencable with
-    ``{numref}`name```. Numbers are formatted with ``digits`` decimals."""
+    ``{numref}`name```. Numbers follow :func:`format_number` with ``digits`` decimals; the columns named in
+    ``percent`` (default: those whose header names a MAPE, :func:`names_mape`) as percentages.
+
+    Raises
+    ------
+    ValueError
+        If ``percent`` names a column that ``header`` does not have.
+    """
     from IPython.display import Markdown
 
+    percent = [h for h in header if names_mape(h)] if percent is None else list(percent)
+    if unknown := [c for c in percent if c not in header]:
+        raise ValueError(f"percent names columns the table does not have: {unknown}")
+    as_percent = [h in percent for h in header]
     lines = [f"```{{list-table}} {caption}", ":header-rows: 1", f":name: {name}", ""]
     for i, row in enumerate([list(header), *[list(r) for r in rows]]):
-        cells = [_fmt(c, digits) if not isinstance(c, str) else c for c in row]
+        cells = [c if isinstance(c, str) else format_number(c, digits, percent=j < len(header) and as_percent[j])
+                 for j, c in enumerate(row)]
         lines.append(f"* - {cells[0] if cells[0] != '' else ' '}")
         lines += [f"  - {c if c != '' else ' '}" for c in cells[1:]]
     lines.append("```")
@@ -223,10 +285,10 @@ def _records(df: "pd.DataFrame") -> list[dict[str, Any]]:
 
 
 def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str] | None = None,
-          digits: int = 3) -> "Markdown":
+          digits: int = 3, percent: Sequence[str] | None = None) -> "Markdown":
     """A tidy table (one row per configuration; named index levels shown as the first columns) as a numbered
     MyST table (:func:`markdown_table`), with ``columns`` in that order (default: all). Missing values (None, NaN)
-    are shown as "—".
+    are shown as "—"; ``percent`` as in :func:`markdown_table`.
 
     Raises
     ------
@@ -236,16 +298,22 @@ def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str]
     records = _records(df)
     header = list(columns) if columns is not None else list(records[0]) if records else list(df.columns)
     return markdown_table(header, [[r[c] for c in header] for r in records], caption=caption, name=name,
-                          digits=digits)
+                          digits=digits, percent=percent)
 
 
 def glue_value(key: str, value: Any) -> Any:
-    """Glue a number for ``{glue:text}`` use (NumPy/torch scalars become Python floats), without displaying."""
+    """Glue a value for ``{glue:text}`` use, without displaying it, and return it (NumPy/torch scalars as Python
+    floats). A non-integer number under a key that names a MAPE (:func:`names_mape`: ``"mape_main"``) is glued as
+    its percentage text (:func:`format_percent`, the book's number policy), so the prose cites it without a
+    format spec: ``{glue:text}`mape_main```."""
     from myst_nb import glue
 
     if isinstance(value, (np.generic, np.ndarray)) or hasattr(value, "item"):
         value = as_float(value)
-    glue(key, value, display=False)
+    shown = value
+    if names_mape(key) and isinstance(value, float):
+        shown = format_number(value, percent=True)
+    glue(key, shown, display=False)
     return value
 
 

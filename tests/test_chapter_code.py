@@ -55,3 +55,27 @@ def test_the_check_finds_what_it_forbids():
                      "s = -scores\nt = nll.neg()\nu = -eps")
     found = adapters_and_negations(tree)
     assert len(found) == 6 and not any("eps" in f for f in found)
+
+
+# ------------------------------------------------------------------------------- the number policy in the prose
+GLUED_TEXT = re.compile(r"\{glue:text\}`([A-Za-z0-9_]+)(?::([^`]*))?`(%?)")
+
+
+def formatted_mape_references(text: str) -> list[str]:
+    """Each ``{glue:text}`` reference to a key that names a MAPE (:func:`oodlib.report.names_mape`) and that
+    formats it again (a format spec, or a "%" typed after it): ``glue_value`` glues such a key as its percentage
+    text (oodlib.report's number policy), so the prose cites it bare."""
+    from oodlib.report import names_mape
+
+    return [m.group(0) for m in GLUED_TEXT.finditer(text) if names_mape(m.group(1)) and (m.group(2) or m.group(3))]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_prose_cites_a_mape_as_the_glued_percentage(notebook):
+    assert formatted_mape_references(notebook.read_text()) == []
+
+
+def test_the_mape_check_finds_what_it_forbids():
+    text = "{glue:text}`mape_main:.2e` {glue:text}`mape_pct`% {glue:text}`mape_main` {glue:text}`n_mape:d` " \
+           "{glue:text}`auroc:.3f`"
+    assert formatted_mape_references(text) == ["{glue:text}`mape_main:.2e`", "{glue:text}`mape_pct`%"]

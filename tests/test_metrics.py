@@ -222,3 +222,19 @@ def test_standardized_distance_is_the_correlation_distance_and_ignores_brightnes
     assert torch.allclose(nearest_image_distance(0.2 + 0.1 * a, 0.9 * a, standardize=True),
                           torch.zeros(1, dtype=torch.float64), atol=1e-3)
     assert torch.equal(standardize_images(torch.full((1, 4), 0.3)), torch.zeros(1, 4))  # a constant image
+
+
+def test_auroc_standard_error_matches_hanley_mcneil_and_the_sampling_spread():
+    from oodlib.metrics import auroc_standard_error
+
+    # Hanley & McNeil (1982), their worked example: A = 0.893 on 58 abnormal and 51 normal cases, SE ≈ 0.032
+    assert auroc_standard_error(0.893, 58, 51) == pytest.approx(0.032, abs=1e-3)
+    assert auroc_standard_error(1.0, 10, 10) == 0.0
+    # the spread of AUROCs of one pair of score distributions over repeated samples of 100 against 100
+    rng = np.random.default_rng(0)
+    values = [auroc(rng.normal(1.35, 1, 100), rng.normal(0, 1, 100)) for _ in range(2000)]
+    assert np.std(values) == pytest.approx(auroc_standard_error(np.mean(values), 100, 100), rel=0.1)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        auroc_standard_error(1.2, 10, 10)
+    with pytest.raises(ValueError, match="at least 1"):
+        auroc_standard_error(0.5, 0, 10)

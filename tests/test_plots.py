@@ -127,6 +127,10 @@ def test_loss_curves() -> None:
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and len(ax.get_lines()) == 2
     assert len(ax.collections) == 1  # one IQR band: the (T,) history has none
+    assert ax.get_lines()[1].get_ydata()[0] == pytest.approx(100.0)  # a MAPE is plotted in percent
+    assert "%" in ax.get_ylabel()
+    plain = plots.loss_curves({"J": np.ones(3)}, ylabel="objective J").axes[0]
+    assert plain.get_lines()[0].get_ydata()[0] == 1.0
 
 
 def test_attack_curves_plot_true_iteration_numbers() -> None:

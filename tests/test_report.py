@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from oodlib.report import collect_results, profile_banner
 
@@ -80,10 +81,51 @@ def test_verdict_summary_counts_each_label_per_chapter_in_book_order():
 
 
 def test_counts_are_printed_as_integers_and_measurements_with_fixed_digits():
-    from oodlib.report import _fmt
+    from oodlib.report import format_number
 
-    assert _fmt(3) == "3" and _fmt(np.int64(12)) == "12"
-    assert _fmt(3.0) == "3.000" and _fmt(0.5, 2) == "0.50" and _fmt(None) == "—" and _fmt(1.5e-5) == "1.50e-05"
+    assert format_number(3) == "3" and format_number(np.int64(12)) == "12"
+    assert format_number(3.0) == "3.000" and format_number(0.5, 2) == "0.50" and format_number(None) == "—"
+    assert format_number(1.5e-5) == "1.50e-05" and format_number(float("nan")) == "n/a"
+
+
+def test_a_mape_is_printed_as_a_percentage_everywhere():
+    from oodlib.report import format_number, format_percent, markdown_table, names_mape
+
+    assert format_percent(0.000143) == "0.0143%" and format_percent(0.5) == "50%" and format_percent(1e-3) == "0.1%"
+    assert format_number(0.000143, percent=True) == "0.0143%" and format_number(None, percent=True) == "—"
+    assert [names_mape(s) for s in ("median MAPE of z", "mape_main", "MAPE", "fraction MAPE < 0.1%", "n_mape",
+                                    "mape_fraction_0", "AUROC", "mapes")] == [True] * 3 + [False] * 5
+    text = markdown_table(["start", "median MAPE", "AUROC"], [["ct", 0.000143, 0.5]], caption="c", name="t").data
+    assert "  - 0.0143%" in text and "  - 0.500" in text
+    text = markdown_table(["layer", "conv1"], [["x", 0.25]], caption="c", name="t", percent=["conv1"]).data
+    assert "  - 25%" in text
+    with pytest.raises(ValueError, match="conv9"):
+        markdown_table(["layer", "conv1"], [["x", 0.25]], caption="c", name="t", percent=["conv9"])
+
+
+def test_results_keep_integers_and_show_mape_rows_as_percentages(tmp_path):
+    from oodlib.report import Results
+
+    results = Results()
+    results.add("Appendix H.2: first p", "power p", np.int64(2), paper=6)
+    results.add("Section 2.1: N = 5", "median MAPE", 0.000143)
+    saved = json.loads(results.save(tmp_path / "rows.json").read_text())
+    assert saved[0]["measured"] == 2 and isinstance(saved[0]["measured"], int) and saved[0]["paper"] == 6
+    text = results.table("c", "t").data
+    assert "  - 2\n" in text and "  - 0.0143%" in text and "0.000143" not in text
+
+
+def test_a_glued_mape_is_its_percentage_text(monkeypatch):
+    import myst_nb
+
+    from oodlib import report
+
+    glued = {}
+    monkeypatch.setattr(myst_nb, "glue", lambda key, value, display: glued.__setitem__(key, value))
+    assert report.glue_value("mape_main", np.float32(0.5)) == 0.5
+    report.glue_value("n_mape", 24)
+    report.glue_value("auroc", 0.25)
+    assert glued == {"mape_main": "50%", "n_mape": 24, "auroc": 0.25}
 
 
 def test_a_row_that_judges_nothing_is_saved_without_the_judging_fields(tmp_path):

@@ -21,8 +21,9 @@ profile: str = "default"  # one of profiles; chosen with --profile (the runner s
 # %%
 from oodlib import verdicts
 from oodlib.params import check_chapter
-from oodlib.report import (chapter_banner, chapter_label, collect_results, glue_values, in_book_order,
-                           markdown_table, paper_values_frame, relative_difference, table, verdict_summary)
+from oodlib.report import (chapter_banner, chapter_label, collect_results, format_number, glue_values,
+                           in_book_order, markdown_table, names_mape, paper_values_frame, relative_difference, table,
+                           verdict_summary)
 
 check_chapter("reproduction_scorecard", globals())  # the declared parameters, checked as the runner does
 rows = in_book_order(collect_results(profile, exclude=("reproduction_scorecard",)))
@@ -83,11 +84,12 @@ markdown_table(["claim", "verdict", "paper", "clean (starts)", "clean (natural O
 
 # %%
 markdown_table(["chapter", "item", "metric", "paper", "ours", "rel. diff.", "note"],
-               [[r["chapter"], r["item"], r["metric"], r["paper"], r["measured"],
+               [[r["chapter"], r["item"], r["metric"], *[format_number(r[k], percent=names_mape(r["metric"]))
+                                                         for k in ("paper", "measured")],
                  relative_difference(r["measured"], r["paper"]), r["note"]] for r in rows],
                caption=f"Every compared number of the book, paper beside ours (profile {profile}; AUROC with ID "
                        "as positive on in-scores; FPR@95TPR convention A)",
-               name="tbl-scorecard", digits=3)
+               name="tbl-scorecard", digits=3, long_text=True)
 
 # %% [markdown]
 # ## The paper's reference values
@@ -99,4 +101,4 @@ markdown_table(["chapter", "item", "metric", "paper", "ours", "rel. diff.", "not
 # %%
 table(reference, columns=["chapter", "claim", "source", "quantity", "value", "convention"],
       caption="The paper's reference values as the chapters read them (oodlib/paper_values.csv)",
-      name="tbl-paper-values", digits=4)
+      name="tbl-paper-values", digits=4, long_text=True)

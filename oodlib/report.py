@@ -177,12 +177,13 @@ class Results:
 
         if not any(r.verdict or r.clean is not None for r in self.rows):
             body = [[r.item, r.metric, value(r, r.paper), value(r, r.measured), r.note] for r in self.rows]
-            return markdown_table(["item", "metric", "paper", "measured", "note"], body, caption=caption, name=name)
+            return markdown_table(["item", "metric", "paper", "measured", "note"], body, caption=caption, name=name,
+                                  long_text=True)
         body = [[r.item, r.metric, value(r, r.paper), format_number(r.clean, digits),
                  format_number(r.clean_natural, digits), value(r, r.measured), r.verdict or "—", r.note]
                 for r in self.rows]
         return markdown_table(["item", "metric", "paper", "clean (starts)", "clean (natural OOD)", "measured",
-                               "verdict", "note"], body, caption=caption, name=name)
+                               "verdict", "note"], body, caption=caption, name=name, long_text=True)
 
 
 JUDGING_FIELDS = ("clean", "clean_natural", "id_like", "verdict", "reason")
@@ -251,10 +252,12 @@ def format_number(value: Any, digits: int = 3, percent: bool = False) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str, name: str,
-                   digits: int = 3, percent: Sequence[str] | None = None) -> "Markdown":
+                   digits: int = 3, percent: Sequence[str] | None = None, long_text: bool = False) -> "Markdown":
     """A MyST ``list-table`` with ``:name:`` — numbered as a *Table* and cross-referencable with
     ``{numref}`name```. Numbers follow :func:`format_number` with ``digits`` decimals; the columns named in
-    ``percent`` (default: those whose header names a MAPE, :func:`names_mape`) as percentages.
+    ``percent`` (default: those whose header names a MAPE, :func:`names_mape`) as percentages. ``long_text``
+    marks a table whose first and last columns hold running text (an item and a note): there a long word may break
+    (CSS class ``long-text``, ``book/_static/oodlib.css``) rather than widen the table beyond the page.
 
     Raises
     ------
@@ -267,7 +270,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, capt
     if unknown := [c for c in percent if c not in header]:
         raise ValueError(f"percent names columns the table does not have: {unknown}")
     as_percent = [h in percent for h in header]
-    lines = [f"```{{list-table}} {caption}", ":header-rows: 1", f":name: {name}", ""]
+    lines = [f"```{{list-table}} {caption}", ":header-rows: 1", f":name: {name}",
+             *([":class: long-text"] if long_text else []), ""]
     for i, row in enumerate([list(header), *[list(r) for r in rows]]):
         cells = [c if isinstance(c, str) else format_number(c, digits, percent=j < len(header) and as_percent[j])
                  for j, c in enumerate(row)]
@@ -285,10 +289,10 @@ def _records(df: "pd.DataFrame") -> list[dict[str, Any]]:
 
 
 def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str] | None = None,
-          digits: int = 3, percent: Sequence[str] | None = None) -> "Markdown":
+          digits: int = 3, percent: Sequence[str] | None = None, long_text: bool = False) -> "Markdown":
     """A tidy table (one row per configuration; named index levels shown as the first columns) as a numbered
     MyST table (:func:`markdown_table`), with ``columns`` in that order (default: all). Missing values (None, NaN)
-    are shown as "—"; ``percent`` as in :func:`markdown_table`.
+    are shown as "—"; ``percent`` and ``long_text`` as in :func:`markdown_table`.
 
     Raises
     ------
@@ -298,7 +302,7 @@ def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str]
     records = _records(df)
     header = list(columns) if columns is not None else list(records[0]) if records else list(df.columns)
     return markdown_table(header, [[r[c] for c in header] for r in records], caption=caption, name=name,
-                          digits=digits, percent=percent)
+                          digits=digits, percent=percent, long_text=long_text)
 
 
 def glue_value(key: str, value: Any) -> Any:

@@ -99,6 +99,9 @@ def test_a_mape_is_printed_as_a_percentage_everywhere():
     assert "  - 0.0143%" in text and "  - 0.500" in text
     text = markdown_table(["layer", "conv1"], [["x", 0.25]], caption="c", name="t", percent=["conv1"]).data
     assert "  - 25%" in text
+    assert ":class: long-text" not in text
+    assert ":class: long-text" in markdown_table(["item", "note"], [["a", "b"]], caption="c", name="t",
+                                                 long_text=True).data
     with pytest.raises(ValueError, match="conv9"):
         markdown_table(["layer", "conv1"], [["x", 0.25]], caption="c", name="t", percent=["conv9"])
 

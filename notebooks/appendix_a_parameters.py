@@ -59,4 +59,4 @@ chapter_banner("appendix_a_parameters", globals())
 
 # %%
 markdown_table(["chapter", "parameter", "declared", "paper", "default", "smoke"], parameter_table(chapters),
-               caption="Every chapter's parameters in the three profiles", name="tbl-appendix-a")
+               caption="Every chapter's parameters in the three profiles", name="tbl-appendix-a", long_text=True)

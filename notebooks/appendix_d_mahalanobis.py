@@ -15,9 +15,11 @@
 # $h_\ell(x)$, fits one Gaussian per class with a covariance $\Sigma_\ell$ shared by the classes, and scores
 #
 # $$
-# M_\ell(x) = \max_c -\tfrac12 \big(h_\ell(\hat x_\ell) - \mu_{\ell,c}\big)^\top \Sigma_\ell^{-1}
-# \big(h_\ell(\hat x_\ell) - \mu_{\ell,c}\big), \qquad
-# \hat x_\ell = x - \varepsilon \operatorname{sign}\!\big(\nabla_x \tfrac12 d^2_{\ell}(x, \hat c_\ell)\big),
+# \begin{aligned}
+# M_\ell(x) &= \max_c -\tfrac12 \big(h_\ell(\hat x_\ell) - \mu_{\ell,c}\big)^\top \Sigma_\ell^{-1}
+# \big(h_\ell(\hat x_\ell) - \mu_{\ell,c}\big),\\
+# \hat x_\ell &= x - \varepsilon \operatorname{sign}\!\big(\nabla_x \tfrac12 d^2_{\ell}(x, \hat c_\ell)\big),
+# \end{aligned}
 # $$
 #
 # where $\hat c_\ell$ is the closest class and ε the perturbation magnitude (PM). The original combines the layers

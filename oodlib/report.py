@@ -209,7 +209,8 @@ def _jsonable(d: dict) -> dict:
 # * a MAPE (Section 3's mean absolute percentage error, stored as a fraction) is printed as a percentage with
 #   three significant digits, as the paper states it ("less than 0.1%"): 0.000143 -> "0.0143%";
 # * any other number with a fixed number of decimals (AUROCs: three, as the paper's tables), switching to
-#   scientific notation only below the last decimal or from 10^5 on;
+#   scientific notation only below the last decimal or from 10^5 on; a configuration (the index of a tidy table:
+#   a budget ε, a temperature) as given (:g);
 # * a missing value is "—", a NaN "n/a".
 # Tables (markdown_table, table, Results.table) apply it by column header or metric, glue_value by key, and
 # oodlib.plots writes MAPE in figures with format_percent.
@@ -292,7 +293,9 @@ def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str]
           digits: int = 3, percent: Sequence[str] | None = None, long_text: bool = False) -> "Markdown":
     """A tidy table (one row per configuration; named index levels shown as the first columns) as a numbered
     MyST table (:func:`markdown_table`), with ``columns`` in that order (default: all). Missing values (None, NaN)
-    are shown as "—"; ``percent`` and ``long_text`` as in :func:`markdown_table`.
+    are shown as "—"; ``percent`` and ``long_text`` as in :func:`markdown_table`. The configuration (the named
+    index levels: a budget ε, a temperature) is printed as given (``:g``, ``1.0`` → "1"), the measurements with
+    ``digits`` decimals.
 
     Raises
     ------
@@ -300,6 +303,8 @@ def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str]
         If ``columns`` names a column ``df`` does not have.
     """
     records = _records(df)
+    levels = {n for n in df.index.names if n is not None}
+    records = [{k: f"{v:g}" if k in levels and isinstance(v, float) else v for k, v in r.items()} for r in records]
     header = list(columns) if columns is not None else list(records[0]) if records else list(df.columns)
     return markdown_table(header, [[r[c] for c in header] for r in records], caption=caption, name=name,
                           digits=digits, percent=percent, long_text=long_text)

@@ -39,7 +39,7 @@ window.addEventListener('load', function () {
       if (x === 'auto' || x === 'scroll') { scroller = p; break; }
     }
     var r = el.getBoundingClientRect(), box = (scroller || article).getBoundingClientRect();
-    if (r.width === 0) { return; }  /* collapsed (a hidden code cell) */
+    if (r.width === 0 || (el.checkVisibility && !el.checkVisibility())) { return; }  /* in a collapsed cell */
     out.push({tag: el.tagName, id: el.id || (el.textContent || '').slice(0, 50) || el.getAttribute('src'),
               top: r.top, left: r.left, right: r.right, width: r.width, natural_width: el.naturalWidth || 0,
               box_right: box.right, scrolls: scroller !== null});
@@ -196,13 +196,19 @@ def test_figures_are_shown_at_least_at_the_width_their_legibility_test_assumes(d
     assert shrunk == []
 
 
+MUST_FIT = ("tbl-verdict-summary", "tbl-verdicts", "tbl-leaderboard", "tbl-leaderboard-ood")
+"""Tables read for their right-hand columns (verdicts, the attacked cells), beside every chapter's results table."""
+
+
 def test_every_chapters_results_table_fits_the_page_without_scrolling(dom):
     """The compact table style (book/_static/oodlib.css) keeps each chapter's results table (paper beside ours,
-    clean beside attacked, verdict, note) inside the page at 1300 px: no horizontal scrolling to reach the
-    verdict. Wider tables of many columns scroll in their own box (test above)."""
+    clean beside attacked, verdict, note), the scorecard's verdict tables and the leaderboard's two tables inside
+    the page at 1300 px: no horizontal scrolling to reach a verdict or an attacked cell. Other tables of many
+    columns may scroll in their own box (test above)."""
     tables = [(name, r) for name, page in dom.items() for r in layout(page)
-              if r["tag"] == "TABLE" and str(r["id"]).endswith("-results")]
-    assert len(tables) >= 15, f"the probe found only {len(tables)} results tables"
+              if r["tag"] == "TABLE" and (str(r["id"]).endswith("-results") or r["id"] in MUST_FIT)]
+    assert {r["id"] for _, r in tables} >= set(MUST_FIT)
+    assert len(tables) >= 15 + len(MUST_FIT), f"the probe found only {len(tables)} of these tables"
     wide = [f"{name}: {r['id']} is {r['right'] - r['box_right']:.0f} px too wide" for name, r in tables
             if r["right"] > r["box_right"] + 1]
     assert wide == []

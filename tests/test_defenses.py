@@ -200,6 +200,9 @@ def test_leaderboard_fills_every_cell(tiny_board):
             assert outcome.x_out.shape[1:] == (1, 8, 8)
     rows = tiny_board.table_rows(leaderboard.THREATS)
     assert len(rows) == 3 and len(rows[0]) == 2 + len(leaderboard.THREATS)
+    assert sorted(leaderboard.SMALL_BALL_TABLE + leaderboard.OOD_ATTACK_TABLE) == sorted(leaderboard.THREATS)
+    ood_rows = tiny_board.table_rows(leaderboard.OOD_ATTACK_TABLE, accuracy=False)
+    assert ood_rows[0] == [rows[0][0], *(tiny_board.cell(rows[0][0], t) for t in leaderboard.OOD_ATTACK_TABLE)]
     assert "absent" in tiny_board.missing
 
 

@@ -72,6 +72,12 @@ THREATS: tuple[str, ...] = ("clean", "start", "noise", "atom_pgd", "aloe_pgd", "
                             "ood_logits", "ood_adaptive")
 CLEAN_THREATS: tuple[str, ...] = ("clean", "start", "noise")
 """The columns without an attack."""
+SMALL_BALL_TABLE: tuple[str, ...] = ("clean", "atom_pgd", "aloe_pgd", "aoe_fgsm", "noise")
+"""The columns of the small-ball attackers' table: the natural OOD images clean and after each attack that starts
+from them, then uniform noise (comparison)."""
+OOD_ATTACK_TABLE: tuple[str, ...] = ("start", "ood_features", "ood_logits", "ood_adaptive")
+"""The columns of the OOD attack's table: Algorithm 1's start images clean and after each attack target. With
+:data:`SMALL_BALL_TABLE` every threat of :data:`THREATS` once."""
 THREAT_STARTS: dict[str, str] = {"atom_pgd": "clean", "aloe_pgd": "clean", "aoe_fgsm": "clean",
                                  "ood_features": "start", "ood_logits": "start", "ood_adaptive": "start"}
 """For each attack, the column of the unattacked images it starts from (its clean companion)."""
@@ -209,9 +215,11 @@ class Leaderboard:
         return {"attacked": o.auroc, "clean": o.clean, "clean_natural": None if natural is None else natural.auroc,
                 "id_like": None if o.ood is None else o.ood.id_like, "clean_offered": offered}
 
-    def table_rows(self, threats: Sequence[str]) -> list[list]:
-        """Rows for :func:`oodlib.report.markdown_table`: label, ID accuracy, then one cell per threat."""
-        return [[label, self.accuracy[label], *(self.cell(label, t) for t in threats)] for label in self.outcomes]
+    def table_rows(self, threats: Sequence[str], accuracy: bool = True) -> list[list]:
+        """Rows for :func:`oodlib.report.markdown_table`: label, ID accuracy (unless ``accuracy`` is False), then
+        one cell per threat."""
+        return [[label, *([self.accuracy[label]] if accuracy else []), *(self.cell(label, t) for t in threats)]
+                for label in self.outcomes]
 
 
 class AdaptiveTarget(nn.Module):

@@ -175,7 +175,7 @@ lowest_median = glue_value("lowest_median_mape", min(run.mape.median() for run i
 markdown_table(["start image", *experiments.STUDY_HEADER[1:]], experiments.study_rows(studies["oct"]),
                caption=f"B.1, {labels['oct']}: MAPE of the {len(studies['oct'].test)} attacked images per start "
                        f"image and MSP AUROC (ID positive, MSP in-score) before and after the attack; paper "
-                       f"budgets {PAPER['oct']['eps']}. Profile {profile}.", name="tbl-b1", digits=4)
+                       f"budgets {PAPER['oct']['eps']}. Profile {profile}.", name="tbl-b1")
 
 # %% [markdown]
 # ```{glue:figure} fig_oct_panel_0
@@ -229,7 +229,7 @@ markdown_table(["start image", *experiments.STUDY_HEADER[1:]], experiments.study
 markdown_table(["start image", *experiments.STUDY_HEADER[1:]], experiments.study_rows(studies["covid"]),
                caption=f"B.2, {labels['covid']}: MAPE of the {len(studies['covid'].test)} attacked images per "
                        f"start image and MSP AUROC (ID positive, MSP in-score) before and after the attack; paper "
-                       f"budgets {PAPER['covid']['eps']}. Profile {profile}.", name="tbl-b2", digits=4)
+                       f"budgets {PAPER['covid']['eps']}. Profile {profile}.", name="tbl-b2")
 
 # %% [markdown]
 # ```{glue:figure} fig_covid_mape
@@ -280,7 +280,7 @@ markdown_table(["start image", *experiments.STUDY_HEADER[1:]], experiments.study
 markdown_table(["start image", *experiments.STUDY_HEADER[1:]], experiments.study_rows(studies["gtsrb"]),
                caption=f"B.3, {labels['gtsrb']}: MAPE of the {len(studies['gtsrb'].test)} attacked images per "
                        f"budget and MSP AUROC (ID positive, MSP in-score) before and after the attack; paper "
-                       f"budget {PAPER['gtsrb']['eps']}. Profile {profile}.", name="tbl-b3", digits=4)
+                       f"budget {PAPER['gtsrb']['eps']}. Profile {profile}.", name="tbl-b3")
 
 # %% [markdown]
 # ```{glue:figure} fig_gtsrb_mape
@@ -327,4 +327,4 @@ markdown_table(["start image", *experiments.STUDY_HEADER[1:]], experiments.study
 
 # %%
 results.save()
-results.table(f"Appendix B: measured values (profile {profile})", "tbl-appb-results", digits=4)
+results.table(f"Appendix B: measured values (profile {profile})", "tbl-appb-results")

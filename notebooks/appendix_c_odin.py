@@ -198,8 +198,9 @@ markdown_table(["T", "PM", "clean AUROC (starts)", "clean AUROC (natural)", f"at
                caption=f"Table 2 reproduced: ODIN's AUROC between {n_samples} test images and their attacked "
                        f"{experiments.start_label(start)} images (ε = {eps:.2f}, N = {steps}; ID positive, "
                        f"in-scores; profile {profile}), beside the clean AUROC on the same starts and on natural "
-                       f"crops. The sixth column scores the images of the plain-logits attack (PM = 0) with each "
-                       f"setting; the seventh gives the median MAPE of the logits (not of the preprocessed logits).",
+                       f"crops (the {n_samples} targets against the {len(x_natural)} evaluation crops). The sixth "
+                       f"column scores the images of the plain-logits attack (PM = 0) with each setting; the seventh "
+                       f"gives the median MAPE of the logits (not of the preprocessed logits).",
                name="tbl-c-table2", digits=3)
 
 # %% [markdown]

@@ -163,10 +163,11 @@ defense_study.glue_attacks(study, attacked, rows, feature="logits")
 defense_study.attack_markdown(
     attacked, caption=f"Table 5 reproduced: the Outlier Exposure in-score of {n_samples} test images against their "
                       f"start images (clean) and against the attacked images (f = logits, N = {steps}, the authors' "
-                      f"routine; clean (natural OOD): against the natural-image OOD set; ID-like: fraction of "
-                      f"attacked images as close to a training image as held-out test digits; AUROC and AUPR-In "
-                      f"with ID positive on in-scores, AUPR-Out with OOD positive; FPR@95TPR convention A: the "
-                      f"fraction of attacked images accepted at the threshold keeping 95% of ID; profile {profile})",
+                      f"routine; clean (natural OOD): the same {n_samples} test images against the {n_ood} crops "
+                      f"of the natural-image OOD set; ID-like: fraction of attacked images as close to a training "
+                      f"image as held-out test digits; AUROC and AUPR-In with ID positive on in-scores, AUPR-Out "
+                      f"with OOD positive; FPR@95TPR convention A: the fraction of attacked images accepted at the "
+                      f"threshold keeping 95% of ID; profile {profile})",
     name="tbl-e-table5")
 
 # %% [markdown]

@@ -51,7 +51,7 @@ from oodlib import data, experiments, plots
 from oodlib.attack import ood_attack
 from oodlib.detectors.gram import Gram, first_nonfinite_power, nonfinite_gradient_fraction
 from oodlib.params import check_chapter
-from oodlib.report import Results, chapter_banner, glue_figure, glue_value, markdown_table, paper_value
+from oodlib.report import Results, chapter_banner, format_number, glue_figure, glue_value, markdown_table, paper_value
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("appendix_h_gram", globals())  # the declared parameters, checked as the runner does
@@ -167,8 +167,8 @@ markdown_table(["start image", "clean AUROC"], [[experiments.start_label(k), v] 
 # %%
 glue_value("zero_in", (delta_in == 0).double().mean())
 glue_value("delta_in", delta_in.median())
-glue_value("delta_out", delta_out.median())
-glue_value("delta_start", delta_start.median())
+glue_value("delta_out", format_number(delta_out.median()))
+glue_value("delta_start", format_number(delta_start.median()))
 markdown_table(["OOD images", "AUROC", "median total deviation Δ"],
                [["natural crops (clean)", clean_natural, gram.ood_score_batched(x_natural).median()],
                 [f"{experiments.start_label(start)} starts (clean)", clean_start, delta_start.median()],
@@ -186,7 +186,7 @@ markdown_table(["OOD images", "AUROC", "median total deviation Δ"],
 # {glue:text}`attacked:.3f`, against the paper's {glue:text}`p_auroc:.3f`: the verdict is *{glue:text}`verdict`*
 # ({glue:text}`id_like:.2f` of the attacked images are as close to a training image as held-out test images are).
 # A fraction {glue:text}`zero_in:.2f` of the test images lie entirely inside the training ranges (Δ = 0); the attack
-# moves the median deviation of the starts from {glue:text}`delta_start:.3g` to {glue:text}`delta_out:.3g`.
+# moves the median deviation of the starts from {glue:text}`delta_start` to {glue:text}`delta_out`.
 
 # %%
 fig = plots.score_histogram(score_in, score_out,

@@ -152,7 +152,7 @@ markdown_table(["OOD images (spiral start)", "AUROC of S", "mean NLL", "mean L",
                caption=f"The input-complexity detector against {attack_start}-start images: clean, attacked on S, "
                        f"and attacked on the NLL alone (AUROC with held-out faces positive on −S; ε = {eps:.3f}, "
                        f"N = {steps}; the faces' mean NLL is {nll[id_name].mean():.3f} and mean L "
-                       f"{complexity[id_name].mean():.3f}; profile {profile})", name="tbl-appi-attack", digits=4)
+                       f"{complexity[id_name].mean():.3f}; profile {profile})", name="tbl-appi-attack")
 
 # %%
 evidence = experiments.attack_evidence(ic_detector, x_in, attacked.x_start, attacked.x_attacked,
@@ -221,4 +221,4 @@ glue_figure("fig_images", fig)
 
 # %%
 results.save()
-results.table(f"Appendix I: measured values (profile {profile})", "tbl-appi-results", digits=4)
+results.table(f"Appendix I: measured values (profile {profile})", "tbl-appi-results")

@@ -153,4 +153,4 @@ for name, run in runs.items():
 
 # %%
 results.save()
-results.table(f"Section 1: measured values (profile {profile})", "tbl-s1-results", digits=4)
+results.table(f"Section 1: measured values (profile {profile})", "tbl-s1-results")

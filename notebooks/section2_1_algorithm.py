@@ -131,7 +131,7 @@ glue_values(mape_authors=final["authors (Adamax, α = ε/100)"], mape_printed=fi
 markdown_table(["update", "median final MAPE", "mean ‖x − x'_out‖₂"],
                [[name, final[name], distance[name]] for name in runs],
                caption=f"Final MAPE after N = {steps} iterations (ε = {eps:g}, profile {profile})",
-               name="tbl-s21-updates", digits=4)
+               name="tbl-s21-updates")
 
 # %% [markdown]
 # ```{glue:figure} fig_updates
@@ -163,7 +163,7 @@ for name, r in step_runs.items():
     results.add(f"Section 2.1: authors' routine, {name}, N = {steps}", "median MAPE", r.mape.median())
 markdown_table(["step size", "median final MAPE"], [[name, r.mape.median()] for name, r in step_runs.items()],
                caption=f"Effect of the Adamax step size α (ε = {eps:g}, N = {steps}, profile {profile})",
-               name="tbl-s21-step", digits=4)
+               name="tbl-s21-step")
 
 # %% [markdown]
 # ```{glue:figure} fig_step
@@ -183,7 +183,7 @@ eps_table = sweeps.eps_sweep(model.features, x_in, x_start, eps_sweep, steps=ste
 results.add_table(eps_table, item="Section 2.1: eps = {ε (L2):g} ({RMS change per pixel:.3f} per pixel), cosine "
                                   "schedule", metric="median MAPE", measured="median MAPE")
 table(eps_table, caption=f"MAPE against the budget ε ({start} start, N = {steps}, cosine schedule, profile "
-                         f"{profile})", name="tbl-s21-eps", digits=4)
+                         f"{profile})", name="tbl-s21-eps")
 
 # %% [markdown]
 # {numref}`tbl-s21-eps` is the most important caveat of the small-scale book: it gives the median MAPE from the
@@ -225,4 +225,4 @@ results.add(f"Section 2.1: default routine, N = {steps_long // 10}", "median MAP
 
 # %%
 results.save()
-results.table(f"Section 2.1: measured values (profile {profile})", "tbl-s21-results", digits=4)
+results.table(f"Section 2.1: measured values (profile {profile})", "tbl-s21-results")

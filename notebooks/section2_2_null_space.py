@@ -91,7 +91,7 @@ glue_values(linear_max_error=max(r[1] for r in linear_rows), linear_outside=line
 markdown_table(["‖x' − x‖₂", "max relative code error", "fraction of pixels outside [0, 1]",
                 "median relative code error after clipping to [0, 1]"], linear_rows,
                caption=f"Null-space perturbations of {n_samples} test images under the PCA-{n_components} linear "
-                       f"encoder (float64; profile {profile})", name="tbl-s22n-linear", digits=4)
+                       f"encoder (float64; profile {profile})", name="tbl-s22n-linear")
 
 # %%
 fig = plots.image_grid({"x": x_in, **{f"‖η‖ = {norm:g}": nullspace.display_scaled(x_prime)
@@ -242,5 +242,4 @@ glue_figure("fig_relu", fig)
 
 # %%
 results.save()
-results.table(f"Section 2.2: null-space construction, measured values (profile {profile})", "tbl-s22n-results",
-              digits=4)
+results.table(f"Section 2.2: null-space construction, measured values (profile {profile})", "tbl-s22n-results")

@@ -137,7 +137,7 @@ markdown_table(["|Ω_out|", "|F|", "|Ω_out| / |F|", "exact P", "Monte Carlo", "
                [[str(r.points), str(r.spots), r.points_per_spot, r.exact, r.simulated, r.std_error, r.z_score]
                 for r in simulated.itertuples()],
                caption=f"Exact coverage probability against a Monte-Carlo estimate from {n_trials} trials "
-                       f"(profile {profile})", name="tbl-s22-simulation", digits=4)
+                       f"(profile {profile})", name="tbl-s22-simulation")
 
 # %% [markdown]
 # ```{glue:figure} fig_coverage
@@ -202,7 +202,7 @@ glue_values(noise_min_mape=nearest["uniform noise"].min(), natural_min_mape=near
 markdown_table(["images", "count", "median nearest MAPE", "smallest nearest MAPE", "fraction < 0.1%"],
                nearest_rows, caption=f"MAPE between each image's code and the nearest code of the {len(train)} "
                                      f"training images ({arch} on {dataset}, profile {profile})",
-               name="tbl-s22-nearest", digits=4)
+               name="tbl-s22-nearest")
 
 # %% [markdown]
 # ```{glue:figure} fig_nearest
@@ -222,4 +222,4 @@ markdown_table(["images", "count", "median nearest MAPE", "smallest nearest MAPE
 
 # %%
 results.save()
-results.table(f"Section 2.2: measured values (profile {profile})", "tbl-s22-results", digits=4)
+results.table(f"Section 2.2: measured values (profile {profile})", "tbl-s22-results")

@@ -128,7 +128,7 @@ markdown_table(["attack", "ε (L2)", "median MAPE of z", "AUROC", "FPR@95TPR", "
                        f"in-distribution than the digits); FPR@95TPR convention A; fraction ID-like: attacked "
                        f"images as close to a training digit as the {verdicts.ID_LIKE_QUANTILE:.0%} quantile of test "
                        f"digits (oodlib.verdicts.ood_check); profile {profile}",
-               name="tbl-s24-attacks", digits=4)
+               name="tbl-s24-attacks")
 
 # %% [markdown]
 # For reference, in-distribution test digits have a mean reconstruction error of
@@ -244,4 +244,4 @@ glue_figure("fig_adaptive_scores",
 
 # %%
 results.save()
-results.table(f"Section 2.4: measured values (profile {profile})", "tbl-s24-results", digits=4)
+results.table(f"Section 2.4: measured values (profile {profile})", "tbl-s24-results")

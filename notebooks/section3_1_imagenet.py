@@ -145,9 +145,9 @@ for key in ("medical", "standin"):
                              titles=["in-distribution $x_{in}$", f"start $x'_{{out}}$ "
                                      f"({experiments.start_label(run.start)})", "attacked $x_{out}$"])
     glue_figure(f"fig_examples_{key}", fig)
-grid = experiments.image_rows(x_in, {f"{arch}\n{key}": runs[arch][names[key]] for arch in archs
-                                     for key in ("medical", "standin")}, experiments.example_indices(test.y, 10),
-                              shared_start=False)
+grid = experiments.image_rows(x_in, {f"{arch}\n{label}": runs[arch][names[key]] for arch in archs
+                                     for key, label in (("medical", medical), ("standin", standin))},
+                              experiments.example_indices(test.y, 10), shared_start=False)
 glue_figure("fig_images", plots.image_grid(grid, n=10))
 
 # %% [markdown]
@@ -270,7 +270,7 @@ markdown_table(["encoder", *experiments.MAPE_VARIANT_HEADER], mape_rows,
                caption=f"MAPE of the attacked images from the {mape_label} start, per encoder, routine, ε and N "
                        f"({len(x_mape)} pairs; the first row of each encoder carries the verdict; profile "
                        f"{profile}). The paper reports histograms with \"most\" values below 0.1%.",
-               name="tbl-s31-mape", digits=4)
+               name="tbl-s31-mape")
 
 # %% [markdown]
 # **Measured against the claim.** With the fast routine at the policy budget, the median MAPE is
@@ -344,4 +344,4 @@ markdown_table(["images", "mean pixel value", "mean MSP", "MSP AUROC, clean"],
 
 # %%
 results.save()
-results.table(f"Section 3.1: measured values (profile {profile})", "tbl-s31-results", digits=4)
+results.table(f"Section 3.1: measured values (profile {profile})", "tbl-s31-results")

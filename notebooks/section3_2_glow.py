@@ -184,8 +184,7 @@ for name, run in runs.items():
 markdown_table(["start", "AUROC clean (starts)", "AUROC clean (natural)", "AUROC attacked", "AUROC attacked, 8-bit",
                 "median MAPE", "fraction MAPE < 0.1%", "fraction ID-like", "verdict"], rows,
                caption=f"The NLL detector before and after the attack (AUROC with held-out faces positive on −NLL; "
-                       f"ε = {eps:.3f}, N = {steps}, routine {routine}, profile {profile})", name="tbl-s32-attack",
-               digits=4)
+                       f"ε = {eps:.3f}, N = {steps}, routine {routine}, profile {profile})", name="tbl-s32-attack")
 
 # %%
 auroc_attacked = {name: e.attacked for name, e in evidence.items()}
@@ -249,7 +248,7 @@ glue_values(sweep_largest=max(eps_factors), sweep_auroc=sweep_rows[-1][2],
             sweep_effect="closes" if abs(sweep_rows[-1][2] - 0.5) <= 0.1 else "does not close")
 markdown_table(["ε (L2)", "RMS change per pixel", "AUROC attacked", "median MAPE"], sweep_rows,
                caption=f"The {sweep_start} start with larger budgets (N = {steps}, routine {routine}, profile "
-                       f"{profile})", name="tbl-s32-sweep", digits=4)
+                       f"{profile})", name="tbl-s32-sweep")
 
 # %% [markdown]
 # With {glue:text}`sweep_largest:g` times the paper's per-value budget the AUROC under attack is
@@ -270,7 +269,7 @@ markdown_table(["start", f"AUROC attacked ({routine})", f"AUROC attacked ({other
                [[s, evidence[s].attacked, metrics.auroc(score_in, other.attacked), runs[s].mape.median(),
                  other.mape.median()] for s, other in other_runs.items()],
                caption=f"The NLL detector under attack with two routines (ε = {eps:.3f}, N = {steps}, profile "
-                       f"{profile})", name="tbl-s32-routines", digits=4)
+                       f"{profile})", name="tbl-s32-routines")
 
 # %% [markdown]
 # ```{glue:figure} fig_sweep
@@ -339,4 +338,4 @@ min_in = glue_value("min_in", nll_in.min().item())
 
 # %%
 results.save()
-results.table(f"Sections 2.3 and 3.2: measured values (profile {profile})", "tbl-s32-results", digits=4)
+results.table(f"Sections 2.3 and 3.2: measured values (profile {profile})", "tbl-s32-results")

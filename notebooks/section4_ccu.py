@@ -86,7 +86,8 @@ from oodlib.attack import ood_attack
 from oodlib.detectors.ccu import CCU, ink_outside_support, nearest_neighbour_distance
 from oodlib.detectors.msp import MSP
 from oodlib.params import check_chapter
-from oodlib.report import Results, chapter_banner, glue_figure, glue_values, markdown_table, paper_value, table
+from oodlib.report import (Results, chapter_banner, format_number, glue_figure, glue_values, markdown_table,
+                           paper_value, table)
 from oodlib.store import ModelSpec, get_model, model_info, training_data
 
 check_chapter("section4_ccu", globals())  # the declared parameters, checked as the runner does
@@ -181,8 +182,8 @@ odds_start = ccu.log_odds(x_start).detach().median()
 glue_values(msp_clean=evidence[("MSP", "logits")].clean, ccu_clean=evidence[("CCU", "logits")].clean,
             msp_logits=attack_rows["logits"]["MSP AUROC"], ccu_logits=attack_rows["logits"]["CCU AUROC"],
             ccu_output=attack_rows["CCU output"]["CCU AUROC"], mape_logits=attack_rows["logits"]["median MAPE"],
-            mape_output=attack_rows["CCU output"]["median MAPE"], odds_id=odds_in.median(), odds_start=odds_start,
-            odds_logits=attack_rows["logits"]["median log-odds"])
+            mape_output=attack_rows["CCU output"]["median MAPE"], odds_id=format_number(odds_in.median()),
+            odds_start=format_number(odds_start), odds_logits=format_number(attack_rows["logits"]["median log-odds"]))
 markdown_table(["target f(x)", "MSP AUROC, clean (starts)", "CCU AUROC, clean (starts)",
                 "CCU AUROC, clean (natural)", *attack_rows["logits"], "attacked ID-like"],
                [[f, evidence[("MSP", f)].clean, evidence[("CCU", f)].clean, evidence[("CCU", f)].clean_natural,
@@ -192,7 +193,7 @@ markdown_table(["target f(x)", "MSP AUROC, clean (starts)", "CCU AUROC, clean (s
                        f"{experiments.start_label(start)} start images, ε = {eps:.2f}, N = {steps}, the authors' "
                        f"routine. AUROC with ID positive, clean beside attacked on the same starts; FPR@95TPR "
                        f"convention A; log-odds = log p(x|i) − log λp(x|o) (ID test images: median "
-                       f"{odds_in.median():.3g}; clean starts: {odds_start:.3g}); 'attacked ID-like': the fraction "
+                       f"{format_number(odds_in.median())}; clean starts: {format_number(odds_start)}); 'attacked ID-like': the fraction "
                        f"of attacked images as close to a training image as held-out test images are; profile "
                        f"{profile}", name="tbl-s4-attack")
 
@@ -225,11 +226,11 @@ glue_figure("fig_hist", fig)
 # {glue:text}`ccu_logits:.3f`
 # ({numref}`tbl-s4-attack`, {numref}`fig-s4-hist`). The classifier's term $p(y\mid x, i)$ is now that of a digit,
 # but it is multiplied by $p(x\mid i)$, and the mixtures' log-odds of the attacked images (median
-# {glue:text}`odds_logits:.3g`) are still astronomically far from those of test digits ({glue:text}`odds_id:.3g`);
-# the clean starts have {glue:text}`odds_start:.3g`.
+# {glue:text}`odds_logits`) are still astronomically far from those of test digits ({glue:text}`odds_id`);
+# the clean starts have {glue:text}`odds_start`.
 #
 # **The attack on the CCU output cannot even start.** For a start image $\log p(x\mid i) - \log p(x\mid o)$ is
-# about {glue:text}`odds_start:.2g`, so $\log p(y\mid x)$ equals $\log(1/K)$ to machine precision and its input
+# about {glue:text}`odds_start`, so $\log p(y\mid x)$ equals $\log(1/K)$ to machine precision and its input
 # gradient is exactly zero: the objective stays flat ({numref}`fig-s4-loss`) and CCU's AUROC stays
 # {glue:text}`ccu_output:.3f`. A saturated output is not the same as a robust one, which is why the next section
 # attacks the density itself.
@@ -264,18 +265,19 @@ sweep_table = sweep.table(**{
 sweep_evidence = {e: experiments.attack_evidence(ccu, x_in, x_start, run.x, x_natural=x_natural, reference=reference)
                   for e, run in sweep.runs.items()}
 for e, evidence in sweep_evidence.items():
-    results.add_attack(f"Section 4: CCU, adaptive attack on the log-odds, ε = {e:g} "
+    results.add_attack(f"Section 4: CCU, adaptive attack on the log-odds, ε = {e:.2f} "
                        f"({experiments.rms_per_value(e, n_values):.3f} per pixel)", **evidence.as_row(),
                        metric="AUROC", note="no paper value: the paper reports that its attack failed")
-results.add_table(sweep_table, item="Section 4: CCU, adaptive attack on the log-odds, ε = {ε (L2):g} "
+results.add_table(sweep_table, item="Section 4: CCU, adaptive attack on the log-odds, ε = {ε (L2):.2f} "
                                     "({RMS change per pixel:.3f} per pixel)",
                   metric="FPR@95TPR (A)", measured="CCU FPR@95TPR (A)")
 accepted = sweep_table["CCU FPR@95TPR (A)"].to_dict()
 eps_broken = min((e for e, fpr in accepted.items() if fpr >= 0.5), default=float("nan"))
 results.add("Section 4: CCU, smallest ε (sweep) with half the attacked images accepted", "ε (L2)", eps_broken,
-            note=f"sweep {eps_sweep}; nan if none")
+            note=f"sweep ε = {', '.join(f'{e:.2f}' for e in eps_sweep)}; nan if none")
 glue_values(eps_broken=eps_broken, rms_broken=experiments.rms_per_value(eps_broken, n_values),
-            broken_ratio=eps_broken / eps, odds_at_eps=sweep_table["median log-odds"].get(eps, float("nan")),
+            broken_ratio=eps_broken / eps,
+            odds_at_eps=format_number(sweep_table["median log-odds"].get(eps, float("nan"))),
             start_distance=start_distance.median(), test_distance=test_distance.median(),
             ccu_at_budget="CCU holds" if not accepted.get(eps, 0.0) >= 0.5 else "half the attacked images pass CCU",
             accepted_at_eps=accepted.get(eps, float("nan")),
@@ -338,8 +340,8 @@ glue_figure("fig_sweep", fig)
 # paper's reason is that the density lives in the full input space: a Gaussian's log-density falls with the
 # squared (metric) distance in *every* direction. The {glue:text}`start` starts lie a median
 # {glue:text}`start_distance:.1f` (L2) from their nearest training digit (test digits: {glue:text}`test_distance:.1f`),
-# and the attacked images end with median log-odds of {glue:text}`odds_at_eps:.2g` (test digits:
-# {glue:text}`odds_id:.2g`). The classifier alone: from the same starts with the same ε the logits attack moves its
+# and the attacked images end with median log-odds of {glue:text}`odds_at_eps` (test digits:
+# {glue:text}`odds_id`). The classifier alone: from the same starts with the same ε the logits attack moves its
 # MSP AUROC from {glue:text}`msp_clean:.3f` (clean) to {glue:text}`msp_logits:.3f`, at a median logit MAPE of
 # {glue:text}`mape_logits`.
 #
@@ -362,4 +364,4 @@ glue_figure("fig_sweep", fig)
 
 # %%
 results.save()
-results.table(f"Section 4: measured values (profile {profile})", "tbl-s4-results", digits=4)
+results.table(f"Section 4: measured values (profile {profile})", "tbl-s4-results")

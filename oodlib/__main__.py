@@ -160,6 +160,7 @@ def _book(args: argparse.Namespace) -> int:
     if args.no_build:
         return 0
     stage = stage_book(args.profile, outcomes)
+    print(f"building the HTML ({args.profile} profile) with Jupyter Book", flush=True)
     try:
         out = build_html(args.profile, stage, strict=not args.no_strict)
     except BookBuildError as exc:

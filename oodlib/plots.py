@@ -25,7 +25,7 @@ import seaborn as sns
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from oodlib.metrics import as_float64_array, mape as _mape_metric, mape_fraction_below
 from oodlib.report import format_percent, names_mape
@@ -150,9 +150,9 @@ def _mape_panel(ax: Axes, values: np.ndarray, threshold: float, log_x: bool) -> 
     ax.axvline(threshold, color="0.15", linestyle="--", linewidth=1.1)
     ax.set_ylim(0, ax.get_ylim()[1] * 1.2)  # headroom for the label
     fraction = mape_fraction_below(values, threshold)
-    ax.text(0.97, 0.95, f"{format_percent(fraction)} < {format_percent(threshold)}", transform=ax.transAxes,
-            ha="right", va="top", bbox=_TEXT_BOX)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_percent(v)))
+    ax.text(0.97, 0.95, f"{format_percent(fraction)} < {format_percent(threshold, keep_zeros=False)}",
+            transform=ax.transAxes, ha="right", va="top", bbox=_TEXT_BOX)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: format_percent(v, keep_zeros=False)))
     ax.set_xlabel("MAPE")
     ax.set_ylabel("samples")
 
@@ -470,6 +470,18 @@ def _median_and_quartiles(history: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return tuple(np.percentile(values, q, axis=1) for q in (50, 25, 75))
 
 
+def _percent_ticks(axis: Any) -> None:
+    """Label an axis that shows percentages ("1%", "10%", as the MAPE histograms); on a log axis spanning a decade
+    or more only the decades are labelled."""
+    as_percent = FuncFormatter(lambda v, _: format_percent(v / 100, keep_zeros=False))
+    axis.set_major_formatter(as_percent)
+    low, high = axis.get_view_interval()
+    if axis.get_scale() == "log" and low > 0 and high / low >= 10:
+        axis.set_minor_formatter(NullFormatter())
+    else:
+        axis.set_minor_formatter(as_percent if axis.get_scale() == "log" else NullFormatter())
+
+
 def loss_curves(
     histories: Mapping[str, Any] | Any,
     *,
@@ -528,6 +540,8 @@ def loss_curves(
             ax.fill_between(steps, q25, q75, color=color, alpha=0.2, linewidth=0)
     if log_y:
         ax.set_yscale("log")
+    if scale != 1.0:
+        _percent_ticks(ax.yaxis)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if any(named):

@@ -207,10 +207,11 @@ def _jsonable(d: dict) -> dict:
 # One policy for every number a page shows, in tables, glued prose and figures:
 # * a count (an integer) is printed as an integer;
 # * a MAPE (Section 3's mean absolute percentage error, stored as a fraction) is printed as a percentage with
-#   three significant digits, as the paper states it ("less than 0.1%"): 0.000143 -> "0.0143%";
-# * any other number with a fixed number of decimals (AUROCs: three, as the paper's tables), switching to
-#   scientific notation only below the last decimal or from 10^5 on; a configuration (the index of a tidy table:
-#   a budget ε, a temperature) as given (:g);
+#   three significant digits (trailing zeros kept), as the paper states it ("less than 0.1%"): 0.000143 ->
+#   "0.0143%", 0.014 -> "1.40%";
+# * any other number with three decimals (AUROCs as in the paper's tables), in scientific notation only below
+#   the last decimal, from 10^5 on a whole number with thousands separators; a configuration (the index of a tidy
+#   table: a budget ε, a temperature) with three significant digits (:.3g);
 # * a missing value is "—", a NaN "n/a".
 # Tables (markdown_table, table, Results.table) apply it by column header or metric, glue_value by key, and
 # oodlib.plots writes MAPE in figures with format_percent.
@@ -226,16 +227,30 @@ def names_mape(label: str) -> bool:
     return "mape" in words and not words & {"fraction", "n"}
 
 
-def format_percent(fraction: float) -> str:
-    """A fraction as a percentage with :data:`PERCENT_DIGITS` significant digits: 0.000143 → ``"0.0143%"``,
-    0.5 → ``"50%"``."""
-    return f"{100 * float(fraction):.{PERCENT_DIGITS}g}%"
+def format_percent(fraction: float, keep_zeros: bool = True) -> str:
+    """A fraction as a percentage with :data:`PERCENT_DIGITS` significant digits, trailing zeros kept so that
+    neighbouring values read alike: 0.000143 → ``"0.0143%"``, 0.014 → ``"1.40%"``, 0.5 → ``"50.0%"``; from 100%
+    on as a whole number (10.6 → ``"1060%"``). ``keep_zeros=False`` drops trailing zeros, for axis ticks
+    (``"1%"``, ``"10%"``)."""
+    percent = 100 * float(fraction)
+    if abs(percent) >= 10 ** PERCENT_DIGITS / 10:
+        return f"{percent:.0f}%"
+    text = f"{percent:#.{PERCENT_DIGITS}g}" if keep_zeros else f"{percent:.{PERCENT_DIGITS}g}"
+    return f"{text.rstrip('.')}%"
+
+
+def format_parameter(value: Any) -> Any:
+    """A setting as the book prints it: a float with three significant digits (``1.0`` → "1", ``5.0518`` → "5.05",
+    ``0.001`` → "0.001"), from 1000 on as a whole number; anything else unchanged."""
+    if not isinstance(value, float) or math.isnan(value):
+        return value
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
 
 
 def format_number(value: Any, digits: int = 3, percent: bool = False) -> str:
     """A value as the book prints it (the policy above): None → "—", NaN → "n/a", a string unchanged, an integer
-    as an integer, a float with ``digits`` decimals (scientific below ``10**-digits`` and from 10^5 on), or with
-    ``percent`` as :func:`format_percent`."""
+    as an integer, a float with ``digits`` decimals (scientific below ``10**-digits``; from 10^5 on a whole number
+    with thousands separators, ``-1,187,840``), or with ``percent`` as :func:`format_percent`."""
     if value is None:
         return "—"
     if isinstance(value, str):
@@ -247,8 +262,10 @@ def format_number(value: Any, digits: int = 3, percent: bool = False) -> str:
         return "n/a"
     if percent:
         return format_percent(value)
-    if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e5):
-        return f"{value:.{digits}g}" if abs(value) >= 1e5 else f"{value:.2e}"
+    if abs(value) >= 1e5:
+        return f"{value:,.0f}"
+    if value != 0 and abs(value) < 10 ** -digits:
+        return f"{value:.2e}"
     return f"{value:.{digits}f}"
 
 
@@ -294,8 +311,8 @@ def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str]
     """A tidy table (one row per configuration; named index levels shown as the first columns) as a numbered
     MyST table (:func:`markdown_table`), with ``columns`` in that order (default: all). Missing values (None, NaN)
     are shown as "—"; ``percent`` and ``long_text`` as in :func:`markdown_table`. The configuration (the named
-    index levels: a budget ε, a temperature) is printed as given (``:g``, ``1.0`` → "1"), the measurements with
-    ``digits`` decimals.
+    index levels: a budget ε, a temperature) is printed by :func:`format_parameter` ("1", "5.05"), the measurements
+    with ``digits`` decimals.
 
     Raises
     ------
@@ -304,7 +321,7 @@ def table(df: "pd.DataFrame", *, caption: str, name: str, columns: Sequence[str]
     """
     records = _records(df)
     levels = {n for n in df.index.names if n is not None}
-    records = [{k: f"{v:g}" if k in levels and isinstance(v, float) else v for k, v in r.items()} for r in records]
+    records = [{k: format_parameter(v) if k in levels else v for k, v in r.items()} for r in records]
     header = list(columns) if columns is not None else list(records[0]) if records else list(df.columns)
     return markdown_table(header, [[r[c] for c in header] for r in records], caption=caption, name=name,
                           digits=digits, percent=percent, long_text=long_text)
@@ -481,16 +498,22 @@ def chapter_label(stem: str) -> str:
 
 
 def verdict_summary(rows: Sequence[dict[str, Any]]) -> "pd.DataFrame":
-    """Per chapter (book order), how many of its claims were judged and how many of them are each verdict of
-    :mod:`oodlib.verdicts`: columns ``chapter``, ``judged`` and one per verdict label; a last row ``all``."""
+    """Per chapter (book order), how many of its claims were judged, how many of them are each verdict of
+    :mod:`oodlib.verdicts`, and which claims were reproduced (their items, "; "-separated; "—" for none): columns
+    ``chapter``, ``judged``, one per verdict label and ``reproduced claims``; a last row ``all``."""
     import pandas as pd
 
     labels = [verdicts.REPRODUCED, verdicts.NOT_REPRODUCED, verdicts.NOT_TESTABLE]
     judged = [r for r in in_book_order(rows) if r.get("verdict")]
     chapters = list(dict.fromkeys(r["chapter"] for r in judged))
+
+    def reproduced(chapter: str | None) -> str:
+        items = [r["item"] for r in judged if r["verdict"] == verdicts.REPRODUCED and chapter in (None, r["chapter"])]
+        return "; ".join(items) or "—"
+
     records = [{"chapter": chapter_label(c), "judged": sum(r["chapter"] == c for r in judged),
-                **{v: sum(r["chapter"] == c and r["verdict"] == v for r in judged) for v in labels}}
-               for c in chapters]
+                **{v: sum(r["chapter"] == c and r["verdict"] == v for r in judged) for v in labels},
+                "reproduced claims": reproduced(c)} for c in chapters]
     records.append({"chapter": "all", "judged": len(judged), **{v: sum(r["verdict"] == v for r in judged)
-                                                                for v in labels}})
-    return pd.DataFrame(records, columns=["chapter", "judged", *labels])
+                                                                for v in labels}, "reproduced claims": ""})
+    return pd.DataFrame(records, columns=["chapter", "judged", *labels, "reproduced claims"])

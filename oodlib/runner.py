@@ -424,7 +424,14 @@ def html_dir(profile: str) -> Path:
 
 
 def build_html(profile: str, stage: Path, strict: bool = True) -> Path:
-    """Run Jupyter Book on the staged sources (never executing notebooks); warnings are errors if ``strict``."""
+    """Run Jupyter Book on the staged sources (never executing notebooks); warnings are errors if ``strict``. The
+    HTML is copied to :func:`html_dir` (``_build/html`` for the default profile), whose path is returned.
+
+    Raises
+    ------
+    BookBuildError
+        If Jupyter Book fails (its report is printed first).
+    """
     out = html_dir(profile)
     work = BUILD / "sphinx" / profile
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output", str(work),
@@ -435,7 +442,11 @@ def build_html(profile: str, stage: Path, strict: bool = True) -> Path:
     if not (marker.exists() and marker.read_text() == config):
         cmd.append("--all")  # Sphinx's incremental build would hide the pages/warnings of a failed earlier build
     marker.unlink(missing_ok=True)
-    if subprocess.run(cmd, cwd=REPO_ROOT).returncode != 0:
+    # Jupyter Book's own report (its parser configurations, the path of its build folder, not the book's) is shown
+    # only when the build fails; Sphinx's warnings and errors reach standard error either way.
+    done = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        print(done.stdout, end="", flush=True)
         raise BookBuildError(f"Jupyter Book failed for profile {profile}; see the messages above and "
                              f"{work / '_build' / 'html' / 'reports'}")
     built = work / "_build" / "html"

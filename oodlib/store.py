@@ -172,11 +172,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so a reader sees the old file or the whole new one, never a part."""
+    """Write ``payload`` to ``path`` so a reader sees the old file or the whole new one, never a part. The file
+    gets the permissions of any file the user creates (0666 less the umask, not the temporary file's 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
             fh.flush()

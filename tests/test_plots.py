@@ -76,7 +76,7 @@ def test_z_scatter_writes_mape() -> None:
 def test_z_scatter_given_mape_and_axes() -> None:
     fig, ax = plt.subplots()
     assert plots.z_scatter(np.arange(10.0), mape=3e-4, ax=ax) is fig
-    assert "MAPE = 0.03%" in _texts(fig)
+    assert "MAPE = 0.0300%" in _texts(fig)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -93,7 +93,7 @@ def test_attack_panel_given_mapes_and_titles() -> None:
     z = np.random.default_rng(3).normal(size=(2, 4, 2, 2))
     fig = plots.attack_panel(x, x, x, z, z, z, mapes=[1e-4, 2e-4], n=5, titles=["a", "b", "c"])
     assert len(fig.axes) == 2 * 6
-    assert "MAPE = 0.02%" in _texts(fig) and "b" in _texts(fig)
+    assert "MAPE = 0.0200%" in _texts(fig) and "b" in _texts(fig)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -69,15 +69,16 @@ def test_verdict_summary_counts_each_label_per_chapter_in_book_order():
     from oodlib import verdicts
     from oodlib.report import in_book_order, verdict_summary
 
-    rows = [{"chapter": "appendix_c_odin", "verdict": verdicts.NOT_TESTABLE},
-            {"chapter": "section3_1_imagenet", "verdict": verdicts.REPRODUCED},
-            {"chapter": "section3_1_imagenet", "verdict": verdicts.NOT_REPRODUCED},
-            {"chapter": "section3_1_imagenet", "verdict": None}]
+    rows = [{"chapter": "appendix_c_odin", "verdict": verdicts.NOT_TESTABLE, "item": "Table 2: T=1000"},
+            {"chapter": "section3_1_imagenet", "verdict": verdicts.REPRODUCED, "item": "Table 1: CT"},
+            {"chapter": "section3_1_imagenet", "verdict": verdicts.NOT_REPRODUCED, "item": "MAPE claim"},
+            {"chapter": "section3_1_imagenet", "verdict": None, "item": "a comparison"}]
     assert [r["chapter"] for r in in_book_order(rows)][0] == "section3_1_imagenet"
     summary = verdict_summary(rows)
     assert list(summary["chapter"]) == ["Section 3.1", "Appendix C", "all"]
     assert list(summary["judged"]) == [2, 1, 3]
     assert summary.iloc[-1][verdicts.NOT_TESTABLE] == 1 and summary.iloc[0][verdicts.REPRODUCED] == 1
+    assert list(summary["reproduced claims"]) == ["Table 1: CT", "—", ""]
 
 
 def test_counts_are_printed_as_integers_and_measurements_with_fixed_digits():
@@ -86,19 +87,21 @@ def test_counts_are_printed_as_integers_and_measurements_with_fixed_digits():
     assert format_number(3) == "3" and format_number(np.int64(12)) == "12"
     assert format_number(3.0) == "3.000" and format_number(0.5, 2) == "0.50" and format_number(None) == "—"
     assert format_number(1.5e-5) == "1.50e-05" and format_number(float("nan")) == "n/a"
+    assert format_number(-1187840.0) == "-1,187,840" and format_number(4531.976) == "4531.976"
 
 
 def test_a_mape_is_printed_as_a_percentage_everywhere():
     from oodlib.report import format_number, format_percent, markdown_table, names_mape
 
-    assert format_percent(0.000143) == "0.0143%" and format_percent(0.5) == "50%" and format_percent(1e-3) == "0.1%"
+    assert format_percent(0.000143) == "0.0143%" and format_percent(0.5) == "50.0%" and format_percent(1e-3) == "0.100%"
+    assert format_percent(0.014) == "1.40%" and format_percent(10.6) == "1060%" and format_percent(0.1, False) == "10%"
     assert format_number(0.000143, percent=True) == "0.0143%" and format_number(None, percent=True) == "—"
     assert [names_mape(s) for s in ("median MAPE of z", "mape_main", "MAPE", "fraction MAPE < 0.1%", "n_mape",
                                     "mape_fraction_0", "AUROC", "mapes")] == [True] * 3 + [False] * 5
     text = markdown_table(["start", "median MAPE", "AUROC"], [["ct", 0.000143, 0.5]], caption="c", name="t").data
     assert "  - 0.0143%" in text and "  - 0.500" in text
     text = markdown_table(["layer", "conv1"], [["x", 0.25]], caption="c", name="t", percent=["conv1"]).data
-    assert "  - 25%" in text
+    assert "  - 25.0%" in text
     assert ":class: long-text" not in text
     assert ":class: long-text" in markdown_table(["item", "note"], [["a", "b"]], caption="c", name="t",
                                                  long_text=True).data
@@ -128,7 +131,7 @@ def test_a_glued_mape_is_its_percentage_text(monkeypatch):
     assert report.glue_value("mape_main", np.float32(0.5)) == 0.5
     report.glue_value("n_mape", 24)
     report.glue_value("auroc", 0.25)
-    assert glued == {"mape_main": "50%", "n_mape": 24, "auroc": 0.25}
+    assert glued == {"mape_main": "50.0%", "n_mape": 24, "auroc": 0.25}
 
 
 def test_a_row_that_judges_nothing_is_saved_without_the_judging_fields(tmp_path):

@@ -119,6 +119,17 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]  # no temporary file left behind
 
 
+def test_atomic_write_gives_the_permissions_of_a_created_file(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "results.json", b"{}")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+
+
 def _get_in_process(root: str, queue) -> None:
     model = ModelStore(root).get(TINY, device="cpu")
     queue.put(float(sum(p.sum() for p in model.state_dict().values() if p.is_floating_point())))

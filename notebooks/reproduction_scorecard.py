@@ -39,7 +39,7 @@ glue_values(n_rows=len(rows), n_with_paper=len(with_paper), n_chapters=len({r["c
             **{f"n_{label.replace(' ', '_')}": int(summary.iloc[-1][label])
                for label in (verdicts.REPRODUCED, verdicts.NOT_REPRODUCED, verdicts.NOT_TESTABLE)})
 table(summary, caption=f"Verdicts per chapter, in the paper's order, with the claims reproduced (profile {profile})",
-      name="tbl-verdict-summary", long_text=True)
+      name="tbl-verdict-summary")
 
 # %%
 chapter_banner("reproduction_scorecard", globals(),

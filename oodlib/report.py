@@ -249,14 +249,14 @@ def format_parameter(value: Any) -> Any:
 
 def format_number(value: Any, digits: int = 3, percent: bool = False) -> str:
     """A value as the book prints it (the policy above): None → "—", NaN → "n/a", a string unchanged, an integer
-    as an integer, a float with ``digits`` decimals (scientific below ``10**-digits``; from 10^5 on a whole number
-    with thousands separators, ``-1,187,840``), or with ``percent`` as :func:`format_percent`."""
+    as an integer, a float with ``digits`` decimals (scientific below ``10**-digits``), a number from 10^5 on as a
+    whole number with thousands separators (``-1,187,840``), or with ``percent`` as :func:`format_percent`."""
     if value is None:
         return "—"
     if isinstance(value, str):
         return value
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return str(value)  # a count is printed as one
+        return f"{value:,}" if abs(value) >= 1e5 else str(value)  # a count is printed as one
     value = float(value)
     if math.isnan(value):
         return "n/a"

@@ -87,7 +87,8 @@ def test_counts_are_printed_as_integers_and_measurements_with_fixed_digits():
     assert format_number(3) == "3" and format_number(np.int64(12)) == "12"
     assert format_number(3.0) == "3.000" and format_number(0.5, 2) == "0.50" and format_number(None) == "—"
     assert format_number(1.5e-5) == "1.50e-05" and format_number(float("nan")) == "n/a"
-    assert format_number(-1187840.0) == "-1,187,840" and format_number(4531.976) == "4531.976"
+    assert format_number(-1187840.0) == "-1,187,840" == format_number(-1187840)
+    assert format_number(4531.976) == "4531.976"
 
 
 def test_a_mape_is_printed_as_a_percentage_everywhere():

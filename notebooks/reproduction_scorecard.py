@@ -21,9 +21,9 @@ profile: str = "default"  # one of profiles; chosen with --profile (the runner s
 # %%
 from oodlib import verdicts
 from oodlib.params import check_chapter
-from oodlib.report import (chapter_banner, chapter_label, collect_results, format_number, format_percent,
-                           glue_values, in_book_order, markdown_table, names_mape, paper_values_frame,
-                           relative_difference, table, verdict_summary)
+from oodlib.report import (chapter_banner, chapter_label, collect_results, format_measurement, format_percent,
+                           glue_values, in_book_order, markdown_table, paper_values_frame, relative_difference, table,
+                           verdict_summary)
 
 check_chapter("reproduction_scorecard", globals())  # the declared parameters, checked as the runner does
 rows = in_book_order(collect_results(profile, exclude=("reproduction_scorecard",)))
@@ -85,8 +85,8 @@ markdown_table(["claim", "verdict", "paper", "clean (starts)", "clean (natural O
 
 # %%
 markdown_table(["chapter", "item", "metric", "paper", "ours", "rel. diff.", "note"],
-               [[r["chapter"], r["item"], r["metric"], *[format_number(r[k], percent=names_mape(r["metric"]))
-                                                         for k in ("paper", "measured")],
+               [[r["chapter"], r["item"], r["metric"], format_measurement(r["paper"], r["metric"]),
+                 format_measurement(r["measured"], r["metric"]),
                  relative_difference(r["measured"], r["paper"]), r["note"]] for r in rows],
                caption=f"Every compared number of the book, paper beside ours (profile {profile}; AUROC with ID "
                        "as positive on in-scores; FPR@95TPR convention A)",

@@ -173,7 +173,7 @@ class Results:
         """The rows as a numbered MyST table (paper beside measured; with the clean AUROCs and the verdict when a
         row judges a claim)."""
         def value(r: Row, v: Any) -> str:
-            return format_number(v, digits, percent=names_mape(r.metric))
+            return format_measurement(v, r.metric, digits)
 
         if not any(r.verdict or r.clean is not None for r in self.rows):
             body = [[r.item, r.metric, value(r, r.paper), value(r, r.measured), r.note] for r in self.rows]
@@ -267,6 +267,12 @@ def format_number(value: Any, digits: int = 3, percent: bool = False) -> str:
     if value != 0 and abs(value) < 10 ** -digits:
         return f"{value:.2e}"
     return f"{value:.{digits}f}"
+
+
+def format_measurement(value: Any, metric: str, digits: int = 3) -> str:
+    """A results row's value (measured or the paper's) as the book prints it: :func:`format_number`, as a
+    percentage when ``metric`` names a MAPE (:func:`names_mape`)."""
+    return format_number(value, digits, percent=names_mape(metric))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str, name: str,

@@ -120,6 +120,9 @@ def test_results_keep_integers_and_show_mape_rows_as_percentages(tmp_path):
     assert saved[0]["measured"] == 2 and isinstance(saved[0]["measured"], int) and saved[0]["paper"] == 6
     text = results.table("c", "t").data
     assert "  - 2\n" in text and "  - 0.0143%" in text and "0.000143" not in text
+    from oodlib.report import format_measurement
+
+    assert format_measurement(0.000143, "median MAPE of z") == "0.0143%" and format_measurement(0.5, "AUROC") == "0.500"
 
 
 def test_a_glued_mape_is_its_percentage_text(monkeypatch):
